@@ -1,0 +1,120 @@
+"""RabbitMQ topology and confirmed publishing of won orders.
+
+Orders go to a durable quorum queue behind a direct exchange. The queue has an explicit
+delivery limit and a dead-letter exchange (RabbitMQ 3.10 sets neither by default), so a
+poison message ends in `<prefix>.orders.dead` instead of looping or vanishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+ORDER_ROUTING_KEY = "order.won"
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    prefix: str = "seckill"
+    delivery_limit: int = 20
+
+    @property
+    def exchange(self) -> str:
+        return f"{self.prefix}.orders"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.prefix}.orders"
+
+    @property
+    def dead_exchange(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    @property
+    def dead_queue(self) -> str:
+        return f"{self.prefix}.orders.dead"
+
+
+async def declare(channel: AbstractChannel, topo: Topology) -> tuple[AbstractExchange,
+                                                                      AbstractQueue]:
+    """Declare (idempotently) the order exchange, queue, and their dead-letter pair."""
+    dlx = await channel.declare_exchange(topo.dead_exchange, aio_pika.ExchangeType.DIRECT,
+                                         durable=True)
+    dead = await channel.declare_queue(topo.dead_queue, durable=True,
+                                       arguments={"x-queue-type": "quorum"})
+    await dead.bind(dlx, ORDER_ROUTING_KEY)
+    exchange = await channel.declare_exchange(topo.exchange, aio_pika.ExchangeType.DIRECT,
+                                              durable=True)
+    queue = await channel.declare_queue(topo.queue, durable=True, arguments={
+        "x-queue-type": "quorum",
+        "x-delivery-limit": topo.delivery_limit,
+        "x-dead-letter-exchange": topo.dead_exchange,
+        "x-dead-letter-routing-key": ORDER_ROUTING_KEY,
+    })
+    await queue.bind(exchange, ORDER_ROUTING_KEY)
+    return exchange, queue
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm a message in time (or returned it)."""
+
+
+class ConfirmedPublisher:
+    """Publishes with publisher confirms, `mandatory`, and a bound on every wait.
+
+    A channel is opened lazily and replaced when it breaks, so a broker outage costs
+    failed publishes (which the outbox absorbs), never a hang.
+    """
+
+    def __init__(self, connection: AbstractRobustConnection, topo: Topology,
+                 timeout_s: float) -> None:
+        self._connection = connection
+        self._topo = topo
+        self._timeout = timeout_s
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ready(self) -> AbstractExchange:
+        if self._exchange is not None and self._channel is not None \
+                and not self._channel.is_closed:
+            return self._exchange
+        async with self._lock:
+            if self._exchange is None or self._channel is None or self._channel.is_closed:
+                channel = await asyncio.wait_for(
+                    self._connection.channel(publisher_confirms=True, on_return_raises=True),
+                    self._timeout)
+                exchange, _ = await asyncio.wait_for(declare(channel, self._topo),
+                                                     self._timeout)
+                self._channel, self._exchange = channel, exchange
+            return self._exchange
+
+    async def publish(self, order_id: str, body: bytes) -> None:
+        try:
+            exchange = await self._ready()
+            message = aio_pika.Message(
+                body, message_id=order_id, content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+            await asyncio.wait_for(
+                exchange.publish(message, ORDER_ROUTING_KEY, mandatory=True,
+                                 timeout=self._timeout),
+                self._timeout)
+        except Exception as exc:  # any failure leaves the order in the outbox
+            channel, self._channel, self._exchange = self._channel, None, None
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(channel.close(), 1)
+            raise PublishFailed(f"order {order_id} not confirmed: {exc!r}") from exc
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()

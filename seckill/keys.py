@@ -1,0 +1,54 @@
+"""Every Redis key name, in one place, with a layout version.
+
+All keys of one sale share the hash tag `{sale:<id>}`, so each script touches a single
+Redis Cluster slot and runs unchanged on a cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LAYOUT = "v1"
+
+
+@dataclass(frozen=True, slots=True)
+class SaleKeys:
+    state: str
+    holders: str
+    idem: str
+    outbox: str
+    orders: str
+    released: str
+
+    def all(self) -> list[str]:
+        return [self.state, self.holders, self.idem, self.outbox, self.orders, self.released]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    prefix: str = "sk"
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{LAYOUT}"
+
+    def sale(self, sale_id: int) -> SaleKeys:
+        tag = f"{self.base}:{{sale:{sale_id}}}"
+        return SaleKeys(
+            state=f"{tag}:state",
+            holders=f"{tag}:holders",
+            idem=f"{tag}:idem",
+            outbox=f"{tag}:outbox",
+            orders=f"{tag}:orders",
+            released=f"{tag}:released",
+        )
+
+    @property
+    def active_sales(self) -> str:
+        """Set of sale ids whose state is in Redis (the relay scans their outboxes)."""
+        return f"{self.base}:sales"
+
+
+def idempotency_field(user_id: str, key: str) -> str:
+    """Scope an Idempotency-Key to its user; the length prefix keeps the pair unambiguous."""
+    return f"{len(user_id)}:{user_id}{key}"

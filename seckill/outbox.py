@@ -1,0 +1,130 @@
+"""From the Redis outbox to RabbitMQ: the front door's pump and the relay's sweep.
+
+A win is in the sale's outbox (Redis) the moment the purchase script answers. The pump
+publishes it right away; once RabbitMQ confirms, the entry leaves the outbox. Whatever the
+pump could not publish (broker down, process killed, queue full) stays in the outbox, and
+the relay republishes entries older than a grace period. A message may therefore be
+published twice; the order worker's `ON CONFLICT DO NOTHING` makes that harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from typing import cast
+
+from redis.asyncio import Redis
+
+from seckill import metrics
+from seckill.broker import ConfirmedPublisher, PublishFailed
+from seckill.keys import KeySpace
+
+log = logging.getLogger(__name__)
+
+
+class OutboxPump:
+    """Publishes fresh wins in the background; memory stays bounded by `capacity`."""
+
+    def __init__(self, publisher: ConfirmedPublisher, redis: Redis, keys: KeySpace, *,
+                 capacity: int = 20_000, batch: int = 500) -> None:
+        self._publisher = publisher
+        self._redis = redis
+        self._keys = keys
+        self._queue: asyncio.Queue[tuple[int, str, str]] = asyncio.Queue(capacity)
+        self._batch = batch
+
+    def submit(self, sale_id: int, order_id: str, body: str) -> None:
+        try:
+            self._queue.put_nowait((sale_id, order_id, body))
+        except asyncio.QueueFull:
+            metrics.OUTBOX_DEFERRED.inc()  # the relay will publish it from the outbox
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._publish(batch)
+
+    async def _publish(self, batch: list[tuple[int, str, str]]) -> None:
+        results = await asyncio.gather(
+            *(self._publisher.publish(order_id, body.encode()) for _, order_id, body in batch),
+            return_exceptions=True)
+        confirmed = [item for item, r in zip(batch, results, strict=True) if r is None]
+        failed = len(batch) - len(confirmed)
+        if confirmed:
+            await confirm_published(self._redis, self._keys,
+                                    [(sale_id, order_id) for sale_id, order_id, _ in confirmed])
+            metrics.ORDERS_PUBLISHED.inc(len(confirmed))
+        if failed:
+            metrics.PUBLISH_FAILURES.inc(failed)
+            log.warning("%d orders not confirmed by RabbitMQ; the relay will republish them",
+                        failed)
+            # The broker is unwell: drop what waits in memory (it is in the outbox) and pause.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+                metrics.OUTBOX_DEFERRED.inc()
+            await asyncio.sleep(0.5)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Publish what is queued, within a deadline (shutdown)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while not self._queue.empty():
+                    batch: list[tuple[int, str, str]] = []
+                    while len(batch) < self._batch and not self._queue.empty():
+                        batch.append(self._queue.get_nowait())
+                    await self._publish(batch)
+
+
+async def confirm_published(redis: Redis, keys: KeySpace,
+                            items: list[tuple[int, str]]) -> None:
+    by_sale: dict[int, list[str]] = defaultdict(list)
+    for sale_id, order_id in items:
+        by_sale[sale_id].append(order_id)
+    pipe = redis.pipeline(transaction=False)
+    for sale_id, order_ids in by_sale.items():
+        pipe.zrem(keys.sale(sale_id).outbox, *order_ids)
+    await pipe.execute()
+
+
+async def relay_once(redis: Redis, keys: KeySpace, publisher: ConfirmedPublisher, *,
+                     grace_ms: int, limit: int = 1000) -> int:
+    """Republish outbox entries older than `grace_ms`; returns how many were confirmed."""
+    cutoff = int(time.time() * 1000) - grace_ms
+    total = 0
+    for raw_id in await redis.smembers(keys.active_sales):
+        sale_id = int(raw_id)
+        sk = keys.sale(sale_id)
+        if not await redis.exists(sk.state):
+            await redis.srem(keys.active_sales, raw_id)
+            continue
+        order_ids = cast(list[str], await redis.zrangebyscore(sk.outbox, "-inf", cutoff, start=0,
+                                                         num=limit))
+        if not order_ids:
+            continue
+        bodies = cast(list[str | None], await redis.hmget(sk.orders, order_ids))
+        done: list[tuple[int, str]] = []
+        for order_id, body in zip(order_ids, bodies, strict=True):
+            if body is None:
+                # The worker drops the record only after PostgreSQL committed it.
+                done.append((sale_id, order_id))
+                continue
+            try:
+                await publisher.publish(order_id, body.encode())
+            except PublishFailed as exc:
+                log.warning("relay: %s", exc)
+                break
+            done.append((sale_id, order_id))
+            total += 1
+        if done:
+            await confirm_published(redis, keys, done)
+    if total:
+        metrics.ORDERS_RELAYED.inc(total)
+        log.info("relay republished %d orders from the outbox", total)
+    return total
+
+

@@ -1,0 +1,215 @@
+"""The Lua scripts, registered once and called through typed wrappers.
+
+Calls from concurrent requests are micro-batched: every call made in the same event-loop
+tick goes to Redis in one pipeline of EVALSHAs. A NOSCRIPT reply (Redis restarted and lost
+its script cache) means that call never ran, so it is loaded and retried, safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from seckill.keys import SaleKeys, idempotency_field
+from seckill.resources import lua_source
+
+Arg = str | int
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    source: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> Script:
+        source = lua_source(name)
+        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+_Call = tuple[Script, Sequence[str], Sequence[Arg], "asyncio.Future[Any]"]
+
+
+class ScriptRunner:
+    """Runs scripts, batching the calls of one loop tick into one pipeline."""
+
+    def __init__(self, redis: Redis, max_batch: int = 512) -> None:
+        self._redis = redis
+        self._max_batch = max_batch
+        self._pending: list[_Call] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((script, keys, args, fut))
+        if len(self._pending) >= self._max_batch:
+            self._flush()
+        return await fut
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[_Call]) -> None:
+        try:
+            retry = await self._execute(batch)
+            if retry:
+                for script in {call[0] for call in retry}:
+                    await self._redis.script_load(script.source)
+                still = await self._execute(retry)
+                for call in still:
+                    _settle(call[3], exc=NoScriptError(f"script {call[0].name} would not load"))
+        except BaseException as exc:  # a broken connection fails every call of the batch
+            for call in batch:
+                _settle(call[3], exc=exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _execute(self, batch: list[_Call]) -> list[_Call]:
+        """Run a batch; settle each call's future, and return the calls that met NOSCRIPT."""
+        pipe = self._redis.pipeline(transaction=False)
+        for script, keys, args, _ in batch:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+        retry: list[_Call] = []
+        for call, result in zip(batch, results, strict=True):
+            if isinstance(result, NoScriptError):
+                retry.append(call)
+            elif isinstance(result, Exception):
+                _settle(call[3], exc=result)
+            else:
+                _settle(call[3], result=result)
+        return retry
+
+    async def close(self) -> None:
+        self._flush()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _settle(fut: asyncio.Future[Any], *, result: Any = None,
+            exc: BaseException | None = None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+class PurchaseCode(StrEnum):
+    WON = "won"
+    REPLAY = "replay"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    NOT_LOADED = "not_loaded"
+    CANCELLED = "cancelled"
+    NOT_STARTED = "not_started"
+    ENDED = "ended"
+    LIMIT_REACHED = "limit_reached"
+    SOLD_OUT = "sold_out"
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseResult:
+    code: PurchaseCode
+    order_id: str
+    quantity: int
+    order_json: str
+
+
+class ReleaseCode(StrEnum):
+    RELEASED = "released"
+    ALREADY = "already"
+    NOT_LOADED = "not_loaded"
+
+
+class LoadCode(StrEnum):
+    CREATED = "created"
+    EXISTS = "exists"
+    UPDATED = "updated"
+    NOT_LOADED = "not_loaded"
+    BELOW_HELD = "below_held"
+
+
+@dataclass(frozen=True, slots=True)
+class SaleDefinition:
+    """What Redis needs to know of a sale to decide purchases."""
+
+    stock: int
+    starts_ms: int
+    ends_ms: int
+    per_user_limit: int
+    cancelled: bool
+    price_cents: int
+    payment_timeout_s: int
+    expire_at_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Holdings:
+    """A sale's holdings as PostgreSQL (and the surviving outbox) know them, for a rebuild."""
+
+    holders: dict[str, int]
+    idempotency: dict[str, str]
+    released: list[str]
+
+
+class Scripts:
+    """Typed entry points to every script in `lua/`."""
+
+    def __init__(self, runner: ScriptRunner) -> None:
+        self._run = runner
+        self._purchase = Script.load("purchase")
+        self._release = Script.load("release")
+        self._load_sale = Script.load("load_sale")
+
+    async def purchase(self, keys: SaleKeys, *, sale_id: int, user_id: str, quantity: int,
+                       idempotency_key: str | None, order_id: str) -> PurchaseResult:
+        field = idempotency_field(user_id, idempotency_key) if idempotency_key else ""
+        raw = await self._run(
+            self._purchase,
+            [keys.state, keys.holders, keys.idem, keys.outbox, keys.orders],
+            [user_id, quantity, field, idempotency_key or "", order_id, sale_id],
+        )
+        return PurchaseResult(PurchaseCode(raw[0]), raw[1], int(raw[2]), raw[3])
+
+    async def release(self, keys: SaleKeys, *, order_id: str, user_id: str,
+                      quantity: int) -> ReleaseCode:
+        raw = await self._run(self._release,
+                              [keys.state, keys.holders, keys.released, keys.orders],
+                              [order_id, user_id, quantity])
+        return ReleaseCode(raw)
+
+    async def load_sale(self, keys: SaleKeys, sale: SaleDefinition, *, update: bool = False,
+                        holdings: Holdings | None = None) -> tuple[LoadCode, int]:
+        args: list[Arg] = [
+            "update" if update else "create", sale.stock, sale.starts_ms, sale.ends_ms,
+            sale.per_user_limit, int(sale.cancelled), sale.price_cents, sale.payment_timeout_s,
+            sale.expire_at_s,
+        ]
+        h = holdings or Holdings({}, {}, [])
+        args.append(len(h.holders))
+        for user, units in h.holders.items():
+            args += [user, units]
+        args.append(len(h.idempotency))
+        for field, value in h.idempotency.items():
+            args += [field, value]
+        args.append(len(h.released))
+        args += h.released
+        raw = await self._run(self._load_sale, keys.all(), args)
+        return LoadCode(raw[0]), int(raw[1])

@@ -1,0 +1,60 @@
+-- Named queries for products and sales (parsed once by seckill.resources.queries).
+
+-- name: insert_product
+INSERT INTO products (sku, name, price_cents, description)
+VALUES ($1, $2, $3, $4)
+RETURNING id, sku, name, price_cents, description, created_at;
+
+-- name: get_product
+SELECT id, sku, name, price_cents, description, created_at FROM products WHERE id = $1;
+
+-- name: insert_sale
+INSERT INTO sales (product_id, title, sale_price_cents, stock, starts_at, ends_at,
+                   per_user_limit, payment_timeout_s)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING id;
+
+-- name: get_sale
+SELECT s.id, s.product_id, s.title, s.sale_price_cents, s.stock, s.starts_at, s.ends_at,
+       s.per_user_limit, s.payment_timeout_s, s.cancelled_at,
+       p.sku, p.name AS product_name, p.price_cents AS product_price_cents
+FROM sales s JOIN products p ON p.id = s.product_id
+WHERE s.id = $1;
+
+-- name: lock_sale
+SELECT s.id, s.product_id, s.title, s.sale_price_cents, s.stock, s.starts_at, s.ends_at,
+       s.per_user_limit, s.payment_timeout_s, s.cancelled_at,
+       p.sku, p.name AS product_name, p.price_cents AS product_price_cents
+FROM sales s JOIN products p ON p.id = s.product_id
+WHERE s.id = $1
+FOR UPDATE OF s;
+
+-- name: open_sales
+SELECT s.id, s.product_id, s.title, s.sale_price_cents, s.stock, s.starts_at, s.ends_at,
+       s.per_user_limit, s.payment_timeout_s, s.cancelled_at,
+       p.sku, p.name AS product_name, p.price_cents AS product_price_cents
+FROM sales s JOIN products p ON p.id = s.product_id
+WHERE s.cancelled_at IS NULL AND s.ends_at > now()
+ORDER BY s.starts_at, s.id
+LIMIT $1;
+
+-- name: update_sale
+UPDATE sales
+SET title = $2, sale_price_cents = $3, stock = $4, starts_at = $5, ends_at = $6,
+    per_user_limit = $7, payment_timeout_s = $8, updated_at = now()
+WHERE id = $1;
+
+-- name: cancel_sale
+UPDATE sales SET cancelled_at = coalesce(cancelled_at, now()), updated_at = now()
+WHERE id = $1;
+
+-- name: sale_orders
+SELECT order_id, user_id, quantity, status, idempotency_key
+FROM orders WHERE sale_id = $1;
+
+-- name: sale_units
+SELECT coalesce(sum(quantity) FILTER (WHERE status IN ('created', 'paid')), 0) AS persisted,
+       coalesce(sum(quantity) FILTER (WHERE status = 'paid'), 0) AS paid,
+       coalesce(sum(quantity) FILTER (WHERE status = 'cancelled'), 0) AS cancelled,
+       coalesce(sum(quantity) FILTER (WHERE status = 'expired'), 0) AS expired
+FROM orders WHERE sale_id = $1;

@@ -1,0 +1,1 @@
+"""The HTTP front door: app factory, middleware and thin handlers."""

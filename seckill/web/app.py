@@ -1,0 +1,106 @@
+"""The application factory: routes, middleware, and every resource in a cleanup context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from seckill.appkeys import (
+    AMQP,
+    BROWSE,
+    DB,
+    KEYS,
+    OPERATIONS,
+    ORDERS,
+    PUMP,
+    PURCHASES,
+    REDIS,
+    SALE_CACHE,
+    SALE_STATE,
+    SCRIPTS,
+    SETTINGS,
+    VERIFIER,
+)
+from seckill.auth import TokenVerifier
+from seckill.broker import ConfirmedPublisher, Topology
+from seckill.browse import Browse
+from seckill.catalog import SaleCache
+from seckill.connections import open_amqp, open_db, open_redis
+from seckill.keys import KeySpace
+from seckill.operations import Operations
+from seckill.orders import Orders
+from seckill.outbox import OutboxPump
+from seckill.purchase import Purchases
+from seckill.sale_state import SaleState
+from seckill.scripts import ScriptRunner, Scripts
+from seckill.settings import Settings
+from seckill.web import admin, health, shop
+from seckill.web.middleware import envelope
+
+log = logging.getLogger(__name__)
+MAX_BODY = 64 * 1024
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_redis(app[SETTINGS]) as redis:
+        app[REDIS] = redis
+        yield
+
+
+async def _db_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_db(app[SETTINGS]) as db:
+        app[DB] = db
+        yield
+
+
+async def _amqp_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_amqp(app[SETTINGS]) as connection:
+        app[AMQP] = connection
+        yield
+
+
+async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, redis, db = app[SETTINGS], app[REDIS], app[DB]
+    keys = KeySpace(settings.redis_prefix)
+    runner = ScriptRunner(redis)
+    scripts = Scripts(runner)
+    cache = SaleCache(db)
+    state = SaleState(redis, db, keys, scripts)
+    publisher = ConfirmedPublisher(app[AMQP], Topology(settings.amqp_prefix,
+                                                       settings.delivery_limit),
+                                   settings.publish_timeout_s)
+    pump = OutboxPump(publisher, redis, keys)
+    app[KEYS], app[SCRIPTS], app[SALE_CACHE], app[SALE_STATE], app[PUMP] = (
+        keys, scripts, cache, state, pump)
+    app[OPERATIONS] = Operations(db, state, cache)
+    app[PURCHASES] = Purchases(scripts, keys, pump, cache, state)
+    app[ORDERS] = Orders(db, redis, keys, scripts)
+    app[BROWSE] = Browse(db, cache, state)
+    rebuilt = await state.rebuild_missing()
+    if rebuilt:
+        log.warning("rebuilt %d sales missing from Redis: %s", len(rebuilt), rebuilt)
+    pump_task = asyncio.create_task(pump.run(), name="outbox-pump")
+    yield
+    pump_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pump_task
+    await pump.drain(settings.publish_timeout_s)
+    await state.close()
+    await runner.close()
+    await publisher.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[envelope], client_max_size=MAX_BODY,
+                          handler_args={"max_field_size": 8190, "max_line_size": 8190})
+    app[SETTINGS] = settings
+    app[VERIFIER] = TokenVerifier(settings.jwt_secret, leeway_s=settings.jwt_leeway_s)
+    app.cleanup_ctx.extend([_redis_ctx, _db_ctx, _amqp_ctx, _core_ctx])
+    app.add_routes(health.routes)
+    app.add_routes(shop.routes)
+    app.add_routes(admin.routes)
+    return app

@@ -1,0 +1,12 @@
+"""Background workers: persist orders, expire unpaid ones, relay the outbox."""
+
+from __future__ import annotations
+
+from workers import expiry, orders, relay
+from workers.base import WorkerFn
+
+WORKERS: dict[str, WorkerFn] = {
+    "orders": orders.run,
+    "expiry": expiry.run,
+    "relay": relay.run,
+}
