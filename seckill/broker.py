@@ -118,3 +118,19 @@ class ConfirmedPublisher:
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
+
+
+async def queue_depth(connection: AbstractRobustConnection, topo: Topology) -> int | None:
+    """Messages waiting in the order queue; None when RabbitMQ cannot be asked."""
+    try:
+        channel = await asyncio.wait_for(connection.channel(), 5)
+    except Exception:
+        return None
+    try:
+        _, queue = await asyncio.wait_for(declare(channel, topo), 5)
+        return int(queue.declaration_result.message_count or 0)
+    except Exception:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()

@@ -53,8 +53,8 @@ async def serve_until(settings: Settings, stop: asyncio.Event, *, reuse_port: bo
 
 
 async def run_workers(settings: Settings, names: list[str], stop: asyncio.Event) -> None:
+    from seckill.context import open_context
     from workers import WORKERS
-    from workers.base import open_context
 
     async with open_context(settings) as ctx:
         tasks = [asyncio.ensure_future(WORKERS[name](ctx, stop)) for name in names]

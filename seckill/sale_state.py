@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import asyncpg
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # Keys live on after the sale ends: idempotent replays are honoured at least this long.
 KEEP_AFTER_END = timedelta(days=2)
+DRAIN_TIMEOUT_S = 30.0
+# The queue must stay empty this long: the order worker commits what it prefetched.
+DRAIN_SETTLE_S = 1.0
 
 
 def definition(sale: Sale) -> SaleDefinition:
@@ -35,7 +39,9 @@ def definition(sale: Sale) -> SaleDefinition:
 
 
 class SaleState:
-    def __init__(self, redis: Redis, db: asyncpg.Pool, keys: KeySpace, scripts: Scripts) -> None:
+    def __init__(self, redis: Redis, db: asyncpg.Pool, keys: KeySpace, scripts: Scripts, *,
+                 queue_depth: Callable[[], Awaitable[int | None]] | None = None) -> None:
+        self._queue_depth = queue_depth
         self._redis = redis
         self._db = db
         self._keys = keys
@@ -73,6 +79,7 @@ class SaleState:
     async def rebuild(self, sale: Sale) -> bool:
         """Rebuild a sale missing from Redis; True when this call wrote the state."""
         keys = self._keys.sale(sale.id)
+        await self._wait_for_drain()
         # Pending orders first, then PostgreSQL: an order committed in between is seen twice
         # (and counted once), never missed.
         pending_raw = await self._redis.hvals(keys.orders)
@@ -103,6 +110,26 @@ class SaleState:
                         sale.id, sum(holders.values()), remaining)
             return True
         return False
+
+    async def _wait_for_drain(self) -> None:
+        """Let order messages in flight reach PostgreSQL first: a rebuild counts only what
+        PostgreSQL and Redis know, and a message persisted after it would be a unit sold twice.
+        """
+        if self._queue_depth is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_TIMEOUT_S
+        quiet_since: float | None = None
+        while loop.time() < deadline:
+            depth = await self._queue_depth()
+            if depth == 0:
+                quiet_since = quiet_since or loop.time()
+                if loop.time() - quiet_since >= DRAIN_SETTLE_S:
+                    return
+            else:
+                quiet_since = None
+            await asyncio.sleep(0.2)
+        log.warning("order queue not drained after %.0f s; rebuilding anyway", DRAIN_TIMEOUT_S)
 
     def rebuild_soon(self, sale: Sale) -> None:
         """Start one rebuild of the sale in the background, unless one is running."""

@@ -169,6 +169,26 @@ class Holdings:
     released: list[str]
 
 
+class AdjustCode(StrEnum):
+    ADJUSTED = "adjusted"
+    NOT_LOADED = "not_loaded"
+    BELOW_ZERO = "below_zero"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A sale's Redis state read at one instant."""
+
+    now_ms: int
+    exists: bool
+    stock: int
+    remaining: int
+    holders: dict[str, int]
+    outbox: dict[str, int]
+    pending: list[str]
+    released: set[str]
+
+
 class Scripts:
     """Typed entry points to every script in `lua/`."""
 
@@ -177,6 +197,8 @@ class Scripts:
         self._purchase = Script.load("purchase")
         self._release = Script.load("release")
         self._load_sale = Script.load("load_sale")
+        self._snapshot = Script.load("snapshot")
+        self._adjust = Script.load("adjust_holdings")
 
     async def purchase(self, keys: SaleKeys, *, sale_id: int, user_id: str, quantity: int,
                        idempotency_key: str | None, order_id: str) -> PurchaseResult:
@@ -213,3 +235,21 @@ class Scripts:
         args += h.released
         raw = await self._run(self._load_sale, keys.all(), args)
         return LoadCode(raw[0]), int(raw[1])
+
+    async def snapshot(self, keys: SaleKeys) -> Snapshot:
+        raw = await self._run(self._snapshot, [keys.state, keys.holders, keys.outbox,
+                                               keys.orders, keys.released], [])
+        flat_h, flat_o = raw[4], raw[5]
+        return Snapshot(
+            now_ms=int(raw[0]), exists=bool(raw[1]), stock=int(raw[2]), remaining=int(raw[3]),
+            holders={flat_h[i]: int(flat_h[i + 1]) for i in range(0, len(flat_h), 2)},
+            outbox={flat_o[i]: int(float(flat_o[i + 1])) for i in range(0, len(flat_o), 2)},
+            pending=list(raw[6]), released=set(raw[7]))
+
+    async def adjust_holdings(self, keys: SaleKeys, deltas: dict[str, int]
+                              ) -> tuple[AdjustCode, int]:
+        args: list[Arg] = []
+        for user, delta in deltas.items():
+            args += [user, delta]
+        raw = await self._run(self._adjust, [keys.state, keys.holders], args)
+        return AdjustCode(raw[0]), int(raw[1])

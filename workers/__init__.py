@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from workers import expiry, orders, relay
+from workers import expiry, orders, reconcile, relay
 from workers.base import WorkerFn
 
 WORKERS: dict[str, WorkerFn] = {
     "orders": orders.run,
     "expiry": expiry.run,
     "relay": relay.run,
+    "reconcile": reconcile.run,
 }

@@ -1,59 +1,17 @@
-"""What every worker gets: the open connections and domain services, and a stop signal."""
+"""What every worker gets: the shared context, a stop signal, and retry helpers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-import asyncpg
-from aio_pika.abc import AbstractRobustConnection
-from redis.asyncio import Redis
+from seckill.context import WorkerContext, open_context
 
-from seckill.broker import ConfirmedPublisher, Topology
-from seckill.connections import open_amqp, open_db, open_redis
-from seckill.keys import KeySpace
-from seckill.orders import Orders
-from seckill.scripts import ScriptRunner, Scripts
-from seckill.settings import Settings
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerContext:
-    settings: Settings
-    redis: Redis
-    db: asyncpg.Pool
-    amqp: AbstractRobustConnection
-    keys: KeySpace
-    scripts: Scripts
-    orders: Orders
-    topology: Topology
-    publisher: ConfirmedPublisher
-
+__all__ = ["Backoff", "WorkerContext", "WorkerFn", "open_context", "wait_or_stop"]
 
 WorkerFn = Callable[[WorkerContext, asyncio.Event], Coroutine[Any, Any, None]]
-
-
-@contextlib.asynccontextmanager
-async def open_context(settings: Settings) -> AsyncIterator[WorkerContext]:
-    async with (open_redis(settings) as redis, open_db(settings) as db,
-                open_amqp(settings) as amqp):
-        keys = KeySpace(settings.redis_prefix)
-        runner = ScriptRunner(redis)
-        scripts = Scripts(runner)
-        topology = Topology(settings.amqp_prefix, settings.delivery_limit)
-        publisher = ConfirmedPublisher(amqp, topology, settings.publish_timeout_s)
-        try:
-            yield WorkerContext(settings, redis, db, amqp, keys, scripts,
-                                Orders(db, redis, keys, scripts), topology, publisher)
-        finally:
-            await publisher.close()
-            await runner.close()
 
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:

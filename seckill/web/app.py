@@ -26,7 +26,7 @@ from seckill.appkeys import (
     VERIFIER,
 )
 from seckill.auth import TokenVerifier
-from seckill.broker import ConfirmedPublisher, Topology
+from seckill.broker import ConfirmedPublisher, Topology, queue_depth
 from seckill.browse import Browse
 from seckill.catalog import SaleCache
 from seckill.connections import open_amqp, open_db, open_redis
@@ -69,10 +69,10 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     runner = ScriptRunner(redis)
     scripts = Scripts(runner)
     cache = SaleCache(db)
-    state = SaleState(redis, db, keys, scripts)
-    publisher = ConfirmedPublisher(app[AMQP], Topology(settings.amqp_prefix,
-                                                       settings.delivery_limit),
-                                   settings.publish_timeout_s)
+    topology = Topology(settings.amqp_prefix, settings.delivery_limit)
+    state = SaleState(redis, db, keys, scripts,
+                      queue_depth=lambda: queue_depth(app[AMQP], topology))
+    publisher = ConfirmedPublisher(app[AMQP], topology, settings.publish_timeout_s)
     pump = OutboxPump(publisher, redis, keys)
     app[KEYS], app[SCRIPTS], app[SALE_CACHE], app[SALE_STATE], app[PUMP] = (
         keys, scripts, cache, state, pump)
