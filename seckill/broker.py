@@ -82,38 +82,51 @@ class ConfirmedPublisher:
         self._timeout = timeout_s
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._dead: AbstractExchange | None = None
         self._lock = asyncio.Lock()
 
-    async def _ready(self) -> AbstractExchange:
-        if self._exchange is not None and self._channel is not None \
-                and not self._channel.is_closed:
-            return self._exchange
+    async def _ready(self) -> tuple[AbstractExchange, AbstractExchange]:
+        if self._exchange is not None and self._dead is not None \
+                and self._channel is not None and not self._channel.is_closed:
+            return self._exchange, self._dead
         async with self._lock:
-            if self._exchange is None or self._channel is None or self._channel.is_closed:
+            if self._exchange is None or self._dead is None or self._channel is None \
+                    or self._channel.is_closed:
                 channel = await asyncio.wait_for(
                     self._connection.channel(publisher_confirms=True, on_return_raises=True),
                     self._timeout)
                 exchange, _ = await asyncio.wait_for(declare(channel, self._topo),
                                                      self._timeout)
-                self._channel, self._exchange = channel, exchange
-            return self._exchange
+                dead = await channel.get_exchange(self._topo.dead_exchange, ensure=False)
+                self._channel, self._exchange, self._dead = channel, exchange, dead
+            return self._exchange, self._dead
 
-    async def publish(self, order_id: str, body: bytes) -> None:
+    async def publish_orders(self, orders: list[tuple[str, str]]) -> None:
+        """One message carrying a batch of (order_id, order JSON): a JSON array of orders.
+
+        Publishing costs per message, not per byte: a batch is ~50x cheaper per order.
+        """
+        message_id = orders[0][0] if len(orders) == 1 else f"{orders[0][0]}+{len(orders) - 1}"
+        await self.publish(message_id,
+                           b"[" + ",".join(body for _, body in orders).encode() + b"]")
+
+    async def publish(self, message_id: str, body: bytes, *, dead: bool = False) -> None:
+        """Publish one message and wait for its confirm; `dead` sends it to the dead letters."""
         try:
-            exchange = await self._ready()
+            exchange, dead_exchange = await self._ready()
             message = aio_pika.Message(
-                body, message_id=order_id, content_type="application/json",
+                body, message_id=message_id, content_type="application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
             await asyncio.wait_for(
-                exchange.publish(message, ORDER_ROUTING_KEY, mandatory=True,
-                                 timeout=self._timeout),
+                (dead_exchange if dead else exchange).publish(
+                    message, ORDER_ROUTING_KEY, mandatory=True, timeout=self._timeout),
                 self._timeout)
         except Exception as exc:  # any failure leaves the order in the outbox
-            channel, self._channel, self._exchange = self._channel, None, None
+            channel, self._channel, self._exchange, self._dead = self._channel, None, None, None
             if channel is not None and not channel.is_closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(channel.close(), 1)
-            raise PublishFailed(f"order {order_id} not confirmed: {exc!r}") from exc
+            raise PublishFailed(f"message {message_id} not confirmed: {exc!r}") from exc
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:

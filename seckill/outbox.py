@@ -1,10 +1,11 @@
 """From the Redis outbox to RabbitMQ: the front door's pump and the relay's sweep.
 
 A win is in the sale's outbox (Redis) the moment the purchase script answers. The pump
-publishes it right away; once RabbitMQ confirms, the entry leaves the outbox. Whatever the
-pump could not publish (broker down, process killed, queue full) stays in the outbox, and
-the relay republishes entries older than a grace period. A message may therefore be
-published twice; the order worker's `ON CONFLICT DO NOTHING` makes that harmless.
+publishes it right away, batched with the other wins of the moment into one confirmed
+message; once RabbitMQ confirms, the entries leave the outbox. Whatever the pump could not
+publish (broker down, process killed, pump full) stays in the outbox, and the relay
+republishes entries older than a grace period. An order may therefore be published twice;
+the order worker's `ON CONFLICT DO NOTHING` makes that harmless.
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from seckill.keys import KeySpace
 
 log = logging.getLogger(__name__)
 
+# (sale_id, order_id, order JSON)
+Win = tuple[int, str, str]
+
 
 class OutboxPump:
     """Publishes fresh wins in the background; memory stays bounded by `capacity`."""
 
     def __init__(self, publisher: ConfirmedPublisher, redis: Redis, keys: KeySpace, *,
-                 capacity: int = 20_000, batch: int = 500) -> None:
+                 capacity: int = 50_000, batch: int = 500) -> None:
         self._publisher = publisher
         self._redis = redis
         self._keys = keys
-        self._queue: asyncio.Queue[tuple[int, str, str]] = asyncio.Queue(capacity)
+        self._queue: asyncio.Queue[Win] = asyncio.Queue(capacity)
         self._batch = batch
 
     def submit(self, sale_id: int, order_id: str, body: str) -> None:
@@ -45,39 +49,37 @@ class OutboxPump:
     async def run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < self._batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            await self._publish(batch)
+            await self._publish(self._take(batch))
 
-    async def _publish(self, batch: list[tuple[int, str, str]]) -> None:
-        results = await asyncio.gather(
-            *(self._publisher.publish(order_id, body.encode()) for _, order_id, body in batch),
-            return_exceptions=True)
-        confirmed = [item for item, r in zip(batch, results, strict=True) if r is None]
-        failed = len(batch) - len(confirmed)
-        if confirmed:
-            await confirm_published(self._redis, self._keys,
-                                    [(sale_id, order_id) for sale_id, order_id, _ in confirmed])
-            metrics.ORDERS_PUBLISHED.inc(len(confirmed))
-        if failed:
-            metrics.PUBLISH_FAILURES.inc(failed)
-            log.warning("%d orders not confirmed by RabbitMQ; the relay will republish them",
-                        failed)
+    def _take(self, batch: list[Win]) -> list[Win]:
+        while len(batch) < self._batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _publish(self, batch: list[Win]) -> None:
+        try:
+            await self._publisher.publish_orders([(oid, body) for _, oid, body in batch])
+        except PublishFailed as exc:
+            metrics.PUBLISH_FAILURES.inc(len(batch))
+            log.warning("%d orders not confirmed by RabbitMQ; the relay will republish them "
+                        "from the outbox: %s", len(batch), exc)
             # The broker is unwell: drop what waits in memory (it is in the outbox) and pause.
             while not self._queue.empty():
                 self._queue.get_nowait()
                 metrics.OUTBOX_DEFERRED.inc()
             await asyncio.sleep(0.5)
+            return
+        metrics.ORDERS_PUBLISHED.inc(len(batch))
+        with contextlib.suppress(Exception):  # left in the outbox, the relay cleans it up
+            await confirm_published(self._redis, self._keys,
+                                    [(sale_id, order_id) for sale_id, order_id, _ in batch])
 
     async def drain(self, timeout_s: float) -> None:
         """Publish what is queued, within a deadline (shutdown)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 while not self._queue.empty():
-                    batch: list[tuple[int, str, str]] = []
-                    while len(batch) < self._batch and not self._queue.empty():
-                        batch.append(self._queue.get_nowait())
-                    await self._publish(batch)
+                    await self._publish(self._take([]))
 
 
 async def confirm_published(redis: Redis, keys: KeySpace,
@@ -92,7 +94,7 @@ async def confirm_published(redis: Redis, keys: KeySpace,
 
 
 async def relay_once(redis: Redis, keys: KeySpace, publisher: ConfirmedPublisher, *,
-                     grace_ms: int, limit: int = 1000) -> int:
+                     grace_ms: int, limit: int = 500) -> int:
     """Republish outbox entries older than `grace_ms`; returns how many were confirmed."""
     cutoff = int(time.time() * 1000) - grace_ms
     total = 0
@@ -102,29 +104,22 @@ async def relay_once(redis: Redis, keys: KeySpace, publisher: ConfirmedPublisher
         if not await redis.exists(sk.state):
             await redis.srem(keys.active_sales, raw_id)
             continue
-        order_ids = cast(list[str], await redis.zrangebyscore(sk.outbox, "-inf", cutoff, start=0,
-                                                         num=limit))
-        if not order_ids:
-            continue
-        bodies = cast(list[str | None], await redis.hmget(sk.orders, order_ids))
-        done: list[tuple[int, str]] = []
-        for order_id, body in zip(order_ids, bodies, strict=True):
-            if body is None:
-                # The worker drops the record only after PostgreSQL committed it.
-                done.append((sale_id, order_id))
-                continue
-            try:
-                await publisher.publish(order_id, body.encode())
-            except PublishFailed as exc:
-                log.warning("relay: %s", exc)
+        while True:
+            order_ids = cast(list[str], await redis.zrangebyscore(sk.outbox, "-inf", cutoff,
+                                                                  start=0, num=limit))
+            if not order_ids:
                 break
-            done.append((sale_id, order_id))
-            total += 1
-        if done:
-            await confirm_published(redis, keys, done)
+            bodies = cast(list[str | None], await redis.hmget(sk.orders, order_ids))
+            found = [(oid, body) for oid, body in zip(order_ids, bodies, strict=True)
+                     if body is not None]
+            # A missing record means PostgreSQL has the order: the worker drops it only then.
+            if found:
+                await publisher.publish_orders(found)
+                total += len(found)
+            await confirm_published(redis, keys, [(sale_id, oid) for oid in order_ids])
+            if len(order_ids) < limit:
+                break
     if total:
         metrics.ORDERS_RELAYED.inc(total)
         log.info("relay republished %d orders from the outbox", total)
     return total
-
-

@@ -145,8 +145,9 @@ async def reconcile(ctx: WorkerContext, sale_id: int, *, repair: bool) -> Report
 
     if report.orphaned:
         bodies = {p["order_id"]: p for p in seen["pending"]}
-        for order_id in report.orphaned:
-            await ctx.publisher.publish(order_id, json.dumps(bodies[order_id]).encode())
+        for i in range(0, len(report.orphaned), 500):
+            await ctx.publisher.publish_orders(
+                [(oid, json.dumps(bodies[oid])) for oid in report.orphaned[i:i + 500]])
         done.append(f"republished {len(report.orphaned)} orphaned orders")
 
     if report.redis_state == "missing":

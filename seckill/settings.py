@@ -65,9 +65,10 @@ class Settings:
     publish_timeout_s: float = 5.0
     # Outbox entries older than this are republished by the relay.
     outbox_grace_ms: int = 3000
-    order_batch_size: int = 500
+    # Orders per INSERT (a message may carry up to 500 orders).
+    order_batch_size: int = 2000
     order_batch_wait_ms: int = 20
-    consumer_prefetch: int = 2000
+    consumer_prefetch: int = 64
     delivery_limit: int = 20
     expiry_interval_ms: int = 500
     log_level: str = "INFO"

@@ -53,16 +53,17 @@ class Row:
     pay_by: datetime
 
 
-_decoder = msgspec.json.Decoder(OrderMessage)
+_decode_order = msgspec.json.Decoder(OrderMessage).decode
+_decode_batch = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 
 class Poison(ValueError):
-    """A message that no retry can store."""
+    """A message (or an order in it) that no retry can store."""
 
 
-def parse(body: bytes) -> Row:
+def parse_order(raw: bytes) -> Row:
     try:
-        m = _decoder.decode(body)
+        m = _decode_order(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise Poison(str(exc)) from None
     sale_id = sale_of_order(m.order_id)
@@ -74,6 +75,28 @@ def parse(body: bytes) -> Row:
         raise Poison(f"order {m.order_id!r} has out-of-range fields")
     return Row(m.order_id, sale_id, m.user_id, m.quantity, m.amount_cents,
                m.idempotency_key or None, from_ms(m.created_ms), from_ms(m.pay_by_ms))
+
+
+def parse_message(body: bytes) -> tuple[list[Row], list[tuple[bytes, str]]]:
+    """A message holds one order (a JSON object) or a batch (a JSON array of orders).
+
+    Returns the good rows and the poison orders (raw JSON, why); raises Poison when the
+    message as a whole is not one of the two shapes.
+    """
+    if body.lstrip()[:1] != b"[":
+        return [parse_order(body)], []
+    try:
+        elements = _decode_batch(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise Poison(str(exc)) from None
+    rows: list[Row] = []
+    poison: list[tuple[bytes, str]] = []
+    for raw in elements:
+        try:
+            rows.append(parse_order(bytes(raw)))
+        except Poison as exc:
+            poison.append((bytes(raw), str(exc)))
+    return rows, poison
 
 
 # Errors after which the same write can succeed later: keep the batch and retry.
@@ -142,77 +165,104 @@ class OrderWriter:
             first.cancel()
             return []
         batch = [first.result()]
+        orders = _orders_in(batch[0])
         deadline = asyncio.get_running_loop().time() + settings.order_batch_wait_ms / 1000
-        while len(batch) < settings.order_batch_size:
+        while orders < settings.order_batch_size:
             if self._inbox.empty():
                 timeout = deadline - asyncio.get_running_loop().time()
                 if timeout <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self._inbox.get(), timeout))
+                    message = await asyncio.wait_for(self._inbox.get(), timeout)
                 except TimeoutError:
                     break
             else:
-                batch.append(self._inbox.get_nowait())
+                message = self._inbox.get_nowait()
+            batch.append(message)
+            orders += _orders_in(message)
         return batch
 
     async def handle(self, batch: list[AbstractIncomingMessage]) -> None:
-        good: list[tuple[AbstractIncomingMessage, Row]] = []
+        parsed: list[tuple[AbstractIncomingMessage, list[Row], list[tuple[bytes, str]]]] = []
         for message in batch:
             try:
-                good.append((message, parse(message.body)))
+                rows, poison = parse_message(message.body)
             except Poison as exc:
-                await self._dead_letter(message, str(exc))
-        if not good:
+                await self._reject(message, str(exc))
+                continue
+            parsed.append((message, rows, poison))
+        rows = [row for _, message_rows, _ in parsed for row in message_rows]
+        refused = await self._store(rows) if rows else {}
+        if refused is None:  # stopping while PostgreSQL is down: everything goes back
+            for message, _, _ in parsed:
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
             return
-        stored = await self._store(good)
-        if stored is None:
-            return
-        await self._forget_pending([row for _, row in stored])
-        for message, _ in stored:
+        await self._forget_pending([r for r in rows if r.order_id not in refused])
+        for message, message_rows, poison in parsed:
+            dead = poison + [(_row_json(r), refused[r.order_id]) for r in message_rows
+                             if r.order_id in refused]
+            if dead and not await self._dead_letter_orders(message, dead):
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+                continue
             await _ack(message)
 
-    async def _store(self, good: list[tuple[AbstractIncomingMessage, Row]]
-                     ) -> list[tuple[AbstractIncomingMessage, Row]] | None:
-        """Commit the rows; returns what was stored, None if given up on shutdown."""
-        # Duplicate order ids inside one batch (a republished win) would abort unnest's insert.
-        unique = list({row.order_id: row for _, row in good}.values())
+    async def _store(self, rows: list[Row]) -> dict[str, str] | None:
+        """Commit the rows. Returns the orders PostgreSQL refused (order_id -> why), or None
+        when stopping during an outage."""
+        # A republished win may appear twice in one batch; one INSERT must not see it twice.
+        unique = list({row.order_id: row for row in rows}.values())
+        try:
+            inserted = await self._insert(unique)
+        except asyncpg.PostgresError as exc:
+            log.warning("batch refused (%r); storing its orders one by one", exc)
+            return await self._store_one_by_one(unique)
+        if inserted is None:
+            return None
+        metrics.ORDERS_PERSISTED.inc(inserted)
+        metrics.ORDERS_DUPLICATE.inc(len(rows) - inserted)
+        return {}
+
+    async def _insert(self, rows: list[Row]) -> int | None:
+        """Insert with retries while PostgreSQL is unavailable; None if told to stop."""
         backoff = Backoff()
         while True:
             try:
-                inserted = await insert(self._ctx.db, unique)
-                metrics.ORDERS_PERSISTED.inc(inserted)
-                metrics.ORDERS_DUPLICATE.inc(len(good) - inserted)
-                return good
+                return await insert(self._ctx.db, rows)
             except TRANSIENT as exc:
                 if self._stop.is_set():
-                    log.warning("PostgreSQL unavailable while stopping; %d messages go back "
-                                "to the queue: %r", len(good), exc)
-                    for message, _ in good:
-                        with contextlib.suppress(Exception):
-                            await message.nack(requeue=True)
+                    log.warning("PostgreSQL unavailable while stopping; %d orders go back to "
+                                "the queue: %r", len(rows), exc)
                     return None
-                log.warning("PostgreSQL unavailable, retrying %d orders: %r", len(good), exc)
+                log.warning("PostgreSQL unavailable, retrying %d orders: %r", len(rows), exc)
                 await backoff.wait(self._stop)
-            except asyncpg.PostgresError as exc:
-                log.warning("batch refused (%r); storing its orders one by one", exc)
-                return await self._store_one_by_one(good)
 
-    async def _store_one_by_one(self, good: list[tuple[AbstractIncomingMessage, Row]]
-                                ) -> list[tuple[AbstractIncomingMessage, Row]]:
-        stored = []
-        for message, row in good:
+    async def _store_one_by_one(self, rows: list[Row]) -> dict[str, str] | None:
+        refused: dict[str, str] = {}
+        for row in rows:
             try:
-                metrics.ORDERS_PERSISTED.inc(await insert(self._ctx.db, [row]))
-            except TRANSIENT:
-                # Back to the queue, to be retried by a later batch.
-                await message.nack(requeue=True)
-                continue
+                inserted = await self._insert([row])
             except asyncpg.PostgresError as exc:
-                await self._dead_letter(message, repr(exc))
+                refused[row.order_id] = repr(exc)
                 continue
-            stored.append((message, row))
-        return stored
+            if inserted is None:
+                return None
+            metrics.ORDERS_PERSISTED.inc(inserted)
+        return refused
+
+    async def _dead_letter_orders(self, message: AbstractIncomingMessage,
+                                  dead: list[tuple[bytes, str]]) -> bool:
+        """Send poison orders of a batch to the dead-letter queue, one message each."""
+        try:
+            for raw, why in dead:
+                log.error("dead-lettering an order of message %s: %s", message.message_id, why)
+                await self._ctx.publisher.publish(f"dead:{message.message_id}", raw, dead=True)
+                metrics.ORDERS_DEAD_LETTERED.inc()
+        except Exception as exc:
+            log.warning("could not dead-letter (will retry the message): %r", exc)
+            return False
+        return True
 
     async def _forget_pending(self, rows: list[Row]) -> None:
         """Drop the Redis pending records of committed orders (best effort)."""
@@ -227,11 +277,25 @@ class OrderWriter:
         except Exception as exc:
             log.warning("could not drop pending records from Redis: %r", exc)
 
-    async def _dead_letter(self, message: AbstractIncomingMessage, why: str) -> None:
+    async def _reject(self, message: AbstractIncomingMessage, why: str) -> None:
         log.error("dead-lettering message %s: %s", message.message_id, why)
         metrics.ORDERS_DEAD_LETTERED.inc()
         with contextlib.suppress(Exception):
             await message.reject(requeue=False)
+
+
+def _orders_in(message: AbstractIncomingMessage) -> int:
+    """About how many orders a message carries (for sizing a batch; never parsed twice)."""
+    return max(1, message.body.count(b'"order_id"'))
+
+
+def _row_json(row: Row) -> bytes:
+    return msgspec.json.encode({
+        "order_id": row.order_id, "sale_id": str(row.sale_id), "user_id": row.user_id,
+        "quantity": row.quantity, "amount_cents": row.amount_cents,
+        "created_ms": int(row.created_at.timestamp() * 1000),
+        "pay_by_ms": int(row.pay_by.timestamp() * 1000),
+        "idempotency_key": row.idempotency_key or ""})
 
 
 async def _ack(message: AbstractIncomingMessage) -> None:
