@@ -18,7 +18,10 @@
 --   replay                 the key already won: the original order_id and quantity
 --   idempotency_conflict   the key already won with another quantity
 --   not_loaded             the sale has no state in Redis (unknown, or lost: rebuild it)
---   cancelled | not_started | ended | limit_reached | sold_out
+--   cancelled | not_started | ended | limit_reached
+--   sold_out               {code, '', remaining, restocks}: `restocks` counts the times units
+--                          came back (release, repair); a front door may remember a sale sold
+--                          out, and the holders it saw, until that count moves
 -- Checks run in the contract's order, all before the first write.
 
 local state, holders, idem, outbox, orders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -52,7 +55,9 @@ if now >= tonumber(s[3]) then return {'ended', '', 0, ''} end
 local held = tonumber(redis.call('HGET', holders, user) or '0')
 if held + qty > tonumber(s[4]) then return {'limit_reached', '', 0, ''} end
 local remaining = tonumber(s[1])
-if remaining < qty then return {'sold_out', '', 0, ''} end
+if remaining < qty then
+  return {'sold_out', '', remaining, tostring(redis.call('HGET', state, 'restocks') or '0')}
+end
 
 redis.call('HINCRBY', state, 'remaining', -qty)
 redis.call('HINCRBY', holders, user, qty)

@@ -7,6 +7,9 @@
 -- ARGV[1] order_id
 -- ARGV[2] user_id
 -- ARGV[3] quantity
+-- ARGV[4] restock channel: the sale id is published there, so front doors forget that the
+--         sale was sold out (see purchase.lua's `restocks`)
+-- ARGV[5] sale_id
 --
 -- Returns one of
 --   released     the units are back in `remaining` and off the user's holding
@@ -29,5 +32,7 @@ else
   redis.call('HINCRBY', holders, user, -qty)
 end
 redis.call('HINCRBY', state, 'remaining', qty)
+redis.call('HINCRBY', state, 'restocks', 1)
 redis.call('HDEL', orders, order_id)
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 'released'

@@ -44,6 +44,11 @@ class KeySpace:
         )
 
     @property
+    def restock_channel(self) -> str:
+        """Pub/sub channel: a sale id published here got units back (or changed)."""
+        return f"{self.base}:restock"
+
+    @property
     def active_sales(self) -> str:
         """Set of sale ids whose state is in Redis (the relay scans their outboxes)."""
         return f"{self.base}:sales"

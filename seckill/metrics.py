@@ -8,7 +8,10 @@ REQUESTS = Counter("seckill_http_requests_total", "HTTP requests by route and st
                    ["method", "route", "status"])
 LATENCY = Histogram("seckill_http_request_seconds", "HTTP request latency by route",
                     ["route"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
-PURCHASES = Counter("seckill_purchases_total", "Purchase attempts by outcome", ["outcome"])
+PURCHASES = Counter("seckill_purchases_total", "Purchase attempts by outcome (decided by Redis)",
+                    ["outcome"])
+PURCHASES_SOLD_OUT_FAST = Counter("seckill_purchases_sold_out_fast_total",
+                                  "Purchases refused sold_out by the local fast path")
 ORDERS_PUBLISHED = Counter("seckill_orders_published_total",
                            "Won orders confirmed by RabbitMQ (front door)")
 ORDERS_RELAYED = Counter("seckill_orders_relayed_total",

@@ -132,7 +132,8 @@ class Orders:
         """
         items = [_fields(o) for o in orders]
         codes = await asyncio.gather(*(
-            self.scripts.release(self.keys.sale(sid), order_id=oid, user_id=uid, quantity=qty)
+            self.scripts.release(self.keys.sale(sid), order_id=oid, user_id=uid, quantity=qty,
+                                 sale_id=sid, channel=self.keys.restock_channel)
             for oid, sid, uid, qty in items))
         returned = [oid for oid, _, _, _ in items]
         units = sum(item[3] for item, code in zip(items, codes, strict=True)

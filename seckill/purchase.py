@@ -13,6 +13,7 @@ from seckill.keys import KeySpace
 from seckill.outbox import OutboxPump
 from seckill.sale_state import SaleState
 from seckill.scripts import PurchaseCode, Scripts
+from seckill.soldout import SoldOutBoard
 
 _REFUSALS = {
     PurchaseCode.CANCELLED: "This sale has been cancelled.",
@@ -61,9 +62,13 @@ class Purchases:
     pump: OutboxPump
     cache: SaleCache
     state: SaleState
+    board: SoldOutBoard
 
     async def purchase(self, sale_id: int, user_id: str, quantity: int,
                        idempotency_key: str | None) -> Accepted:
+        if idempotency_key is None and self.board.refuses(sale_id, user_id, quantity):
+            metrics.PURCHASES_SOLD_OUT_FAST.inc()
+            raise Conflict("sold_out", _REFUSALS[PurchaseCode.SOLD_OUT])
         result = await self.scripts.purchase(
             self.keys.sale(sale_id), sale_id=sale_id, user_id=user_id, quantity=quantity,
             idempotency_key=idempotency_key, order_id=new_order_id(sale_id))
@@ -74,7 +79,9 @@ class Purchases:
             return Accepted(result.order_id, sale_id, result.quantity)
         if code is PurchaseCode.REPLAY:
             return Accepted(result.order_id, sale_id, result.quantity)
-        if code is PurchaseCode.NOT_LOADED:
+        if code is PurchaseCode.SOLD_OUT:
+            self.board.saw_sold_out(sale_id, result.quantity, result.order_json)
+        elif code is PurchaseCode.NOT_LOADED:
             await self._not_loaded(sale_id)
         raise Conflict(code.value, _REFUSALS[code])
 

@@ -161,7 +161,8 @@ async def reconcile(ctx: WorkerContext, sale_id: int, *, repair: bool) -> Report
             units = await ctx.orders.give_back(rows)
             done.append(f"gave back {units} units of {len(rows)} cancelled/expired orders")
         if report.holder_deltas:
-            code, remaining = await ctx.scripts.adjust_holdings(keys, report.holder_deltas)
+            code, remaining = await ctx.scripts.adjust_holdings(
+                keys, report.holder_deltas, sale_id=sale.id, channel=ctx.keys.restock_channel)
             if code is AdjustCode.ADJUSTED:
                 done.append(f"corrected holdings of {len(report.holder_deltas)} users; "
                             f"remaining now {remaining}")

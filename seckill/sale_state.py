@@ -56,6 +56,7 @@ class SaleState:
     async def update(self, sale: Sale) -> LoadCode:
         code, _ = await self._scripts.load_sale(self._keys.sale(sale.id), definition(sale),
                                                 update=True)
+        await self._redis.publish(self._keys.restock_channel, str(sale.id))
         if code is LoadCode.NOT_LOADED:
             await self.rebuild(sale)
             return LoadCode.UPDATED
@@ -106,6 +107,7 @@ class SaleState:
             keys, definition(sale), holdings=Holdings(holders, idem, released))
         await self._redis.sadd(self._keys.active_sales, str(sale.id))
         if code is LoadCode.CREATED:
+            await self._redis.publish(self._keys.restock_channel, str(sale.id))
             log.warning("rebuilt sale %s in Redis from PostgreSQL: %d held, %d remaining",
                         sale.id, sum(holders.values()), remaining)
             return True

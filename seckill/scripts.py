@@ -210,11 +210,11 @@ class Scripts:
         )
         return PurchaseResult(PurchaseCode(raw[0]), raw[1], int(raw[2]), raw[3])
 
-    async def release(self, keys: SaleKeys, *, order_id: str, user_id: str,
-                      quantity: int) -> ReleaseCode:
+    async def release(self, keys: SaleKeys, *, order_id: str, user_id: str, quantity: int,
+                      sale_id: int, channel: str) -> ReleaseCode:
         raw = await self._run(self._release,
                               [keys.state, keys.holders, keys.released, keys.orders],
-                              [order_id, user_id, quantity])
+                              [order_id, user_id, quantity, channel, sale_id])
         return ReleaseCode(raw)
 
     async def load_sale(self, keys: SaleKeys, sale: SaleDefinition, *, update: bool = False,
@@ -246,9 +246,9 @@ class Scripts:
             outbox={flat_o[i]: int(float(flat_o[i + 1])) for i in range(0, len(flat_o), 2)},
             pending=list(raw[6]), released=set(raw[7]))
 
-    async def adjust_holdings(self, keys: SaleKeys, deltas: dict[str, int]
-                              ) -> tuple[AdjustCode, int]:
-        args: list[Arg] = []
+    async def adjust_holdings(self, keys: SaleKeys, deltas: dict[str, int], *, sale_id: int,
+                              channel: str) -> tuple[AdjustCode, int]:
+        args: list[Arg] = [channel, sale_id]
         for user, delta in deltas.items():
             args += [user, delta]
         raw = await self._run(self._adjust, [keys.state, keys.holders], args)

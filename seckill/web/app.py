@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -38,6 +37,7 @@ from seckill.purchase import Purchases
 from seckill.sale_state import SaleState
 from seckill.scripts import ScriptRunner, Scripts
 from seckill.settings import Settings
+from seckill.soldout import SoldOutBoard
 from seckill.web import admin, health, shop
 from seckill.web.middleware import envelope
 
@@ -77,17 +77,20 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[KEYS], app[SCRIPTS], app[SALE_CACHE], app[SALE_STATE], app[PUMP] = (
         keys, scripts, cache, state, pump)
     app[OPERATIONS] = Operations(db, state, cache)
-    app[PURCHASES] = Purchases(scripts, keys, pump, cache, state)
+    board = SoldOutBoard(redis, keys)
+    app[PURCHASES] = Purchases(scripts, keys, pump, cache, state, board)
     app[ORDERS] = Orders(db, redis, keys, scripts)
     app[BROWSE] = Browse(db, cache, state)
     rebuilt = await state.rebuild_missing()
     if rebuilt:
         log.warning("rebuilt %d sales missing from Redis: %s", len(rebuilt), rebuilt)
-    pump_task = asyncio.create_task(pump.run(), name="outbox-pump")
+    background = [asyncio.create_task(pump.run(), name="outbox-pump"),
+                  asyncio.create_task(board.listen(), name="restock-listener")]
     yield
-    pump_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await pump_task
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await board.close()
     await pump.drain(settings.publish_timeout_s)
     await state.close()
     await runner.close()

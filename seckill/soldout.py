@@ -1,0 +1,118 @@
+"""The sold-out fast path: most of a flash sale's traffic arrives after the stock is gone.
+
+Once Redis answers `sold_out` with nothing remaining, this process remembers the sale as
+sold out together with the set of users holding units then. While the memory holds, a
+request without an Idempotency-Key, for a quantity within the limit, from a user holding
+nothing, inside the sale window, gets `409 sold_out` without touching Redis: exactly the
+answer Redis would give, since every earlier refusal in the contract's order is ruled out.
+
+The memory is dropped at once when units come back (the release script publishes the sale
+id on the restock channel; every process listens), and in any case after `ttl_s`: the next
+request asks Redis again, and the holders are reloaded only if the sale's restock count
+moved (new holders can appear only after units came back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from seckill.keys import KeySpace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Entry:
+    restocks: str
+    holders: frozenset[str]
+    per_user_limit: int
+    starts_ms: int
+    ends_ms: int
+    until: float
+
+
+class SoldOutBoard:
+    def __init__(self, redis: Redis, keys: KeySpace, *, ttl_s: float = 1.0) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl = ttl_s
+        self._entries: dict[int, _Entry] = {}
+        self._loading: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def refuses(self, sale_id: int, user_id: str, quantity: int) -> bool:
+        """True when Redis would certainly answer sold_out to this request."""
+        entry = self._entries.get(sale_id)
+        if entry is None:
+            return False
+        now = time.time()
+        if now > entry.until:
+            return False
+        now_ms = now * 1000
+        return (entry.starts_ms <= now_ms < entry.ends_ms and quantity <= entry.per_user_limit
+                and user_id not in entry.holders)
+
+    def saw_sold_out(self, sale_id: int, remaining: int, restocks: str) -> None:
+        """Redis answered sold_out; remember it if nothing at all remains."""
+        if remaining != 0:
+            return
+        entry = self._entries.get(sale_id)
+        if entry is not None and entry.restocks == restocks:
+            entry.until = time.time() + self._ttl
+            return
+        if sale_id in self._loading:
+            return
+        self._loading.add(sale_id)
+        task = asyncio.get_running_loop().create_task(self._load(sale_id, restocks))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _load(self, sale_id: int, restocks: str) -> None:
+        keys = self._keys.sale(sale_id)
+        try:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hmget(keys.state, "remaining", "restocks", "limit", "starts_ms", "ends_ms",
+                       "cancelled")
+            pipe.hkeys(keys.holders)
+            (remaining, now_restocks, limit, starts, ends, cancelled), holders = \
+                await pipe.execute()
+            if remaining is None or int(remaining) != 0 or cancelled == "1" \
+                    or (now_restocks or "0") != restocks:
+                return
+            self._entries[sale_id] = _Entry(restocks, frozenset(holders), int(limit),
+                                            int(starts), int(ends), time.time() + self._ttl)
+        except Exception as exc:  # the fast path is an optimisation: Redis still decides
+            log.warning("could not load sold-out sale %s: %r", sale_id, exc)
+        finally:
+            self._loading.discard(sale_id)
+
+    def forget(self, sale_id: int) -> None:
+        self._entries.pop(sale_id, None)
+
+    async def listen(self) -> None:
+        """Forget a sale as soon as any process gives units back (runs until cancelled)."""
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self._keys.restock_channel)
+                    self._entries.clear()  # anything may have happened while not listening
+                    async for message in pubsub.listen():
+                        with contextlib.suppress(ValueError, TypeError):
+                            self.forget(int(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("restock listener lost its connection, reconnecting: %r", exc)
+                self._entries.clear()
+                await asyncio.sleep(0.5)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
