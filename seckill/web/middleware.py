@@ -93,6 +93,19 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error_response(500, "internal_error",
                                   "Something went wrong on our side; the request may be retried.")
-    metrics.REQUESTS.labels(request.method, route, str(response.status)).inc()
-    metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
+    _count(request.method, route, response.status, time.perf_counter() - started)
     return response
+
+
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _count(method: str, route: str, status: int, seconds: float) -> None:
+    """Request metrics, with the labelled children looked up once (they are hot)."""
+    key = (method, route, status)
+    pair = _children.get(key)
+    if pair is None:
+        pair = _children[key] = (metrics.REQUESTS.labels(method, route, str(status)),
+                                 metrics.LATENCY.labels(route))
+    pair[0].inc()
+    pair[1].observe(seconds)
