@@ -12,7 +12,9 @@
 -- ARGV[2]  stock        ARGV[3] starts_ms   ARGV[4] ends_ms   ARGV[5] per_user_limit
 -- ARGV[6]  cancelled (0|1)  ARGV[7] price_cents  ARGV[8] timeout_s
 -- ARGV[9]  expire_at (unix seconds) for every key of the sale
--- ARGV[10] n_holders, then n_holders pairs (user_id, units)                 ["create" only]
+-- ARGV[10..17] defences: u_rate, u_burst, a_rate, a_burst, token (0|1), pow_bits, room (0|1),
+--              admit_per_s (see purchase.lua)
+-- ARGV[18] n_holders, then n_holders pairs (user_id, units)                 ["create" only]
 -- then     n_idem, then n_idem pairs (field, "order_id:quantity")           ["create" only]
 -- then     n_released, then n_released order_ids                            ["create" only]
 --
@@ -32,7 +34,9 @@ local exists = redis.call('EXISTS', state) == 1
 local function define(remaining)
   redis.call('HSET', state,
     'stock', stock, 'remaining', remaining, 'starts_ms', ARGV[3], 'ends_ms', ARGV[4],
-    'limit', ARGV[5], 'cancelled', ARGV[6], 'price_cents', ARGV[7], 'timeout_s', ARGV[8])
+    'limit', ARGV[5], 'cancelled', ARGV[6], 'price_cents', ARGV[7], 'timeout_s', ARGV[8],
+    'u_rate', ARGV[10], 'u_burst', ARGV[11], 'a_rate', ARGV[12], 'a_burst', ARGV[13],
+    'token', ARGV[14], 'pow_bits', ARGV[15], 'room', ARGV[16], 'admit_per_s', ARGV[17])
 end
 
 local function expire_all()
@@ -57,7 +61,7 @@ end
 
 -- A sale without state has no trustworthy holdings: they are rewritten from ARGV.
 redis.call('DEL', holders)
-local i = 10
+local i = 18
 local held_total = 0
 local n = tonumber(ARGV[i])
 for j = 1, n do

@@ -15,9 +15,11 @@ from seckill.operations import Operations
 from seckill.orders import Orders
 from seckill.outbox import OutboxPump
 from seckill.purchase import Purchases
+from seckill.purchase_tokens import PurchaseTokens
 from seckill.sale_state import SaleState
 from seckill.scripts import Scripts
 from seckill.settings import Settings
+from seckill.waiting_room import WaitingRoom
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
@@ -33,3 +35,5 @@ OPERATIONS = web.AppKey("operations", Operations)
 PURCHASES = web.AppKey("purchases", Purchases)
 ORDERS = web.AppKey("orders", Orders)
 BROWSE = web.AppKey("browse", Browse)
+PURCHASE_TOKENS = web.AppKey("purchase_tokens", PurchaseTokens)
+WAITING_ROOM = web.AppKey("waiting_room", WaitingRoom)

@@ -47,6 +47,14 @@ class Sale:
     per_user_limit: int
     payment_timeout_s: int
     cancelled_at: datetime | None
+    user_rate_per_s: int
+    user_burst: int
+    address_rate_per_s: int
+    address_burst: int
+    requires_token: bool
+    pow_bits: int
+    waiting_room: bool
+    admit_per_s: int
     sku: str
     product_name: str
     product_price_cents: int
@@ -91,6 +99,13 @@ class Sale:
             "payment_timeout_s": self.payment_timeout_s,
             "status": self.status(remaining, now),
             "server_time": rfc3339(now),
+            "rate_limits": {"user_per_s": self.user_rate_per_s, "user_burst": self.user_burst,
+                            "address_per_s": self.address_rate_per_s,
+                            "address_burst": self.address_burst},
+            "requires_token": self.requires_token,
+            "pow_bits": self.pow_bits,
+            "waiting_room": self.waiting_room,
+            "admit_per_s": self.admit_per_s,
         }
 
     @property

@@ -22,13 +22,13 @@ async def ensure_demo_sale(db: asyncpg.Pool, ops: Operations) -> Sale:
     if product_id is None:
         product = await ops.create_product(ProductIn(
             sku=DEMO_SKU, name="Limited Longjing tea, 50 g", price_cents=12_900,
-            description="A demo product for the seckill demo sale."))
+            description="A demo product for the seckill demo sale."), "demo")
         product_id = product.id
     now = utcnow()
     return await ops.schedule_sale(SaleIn(
         product_id=product_id, title="Demo flash sale", sale_price_cents=990, stock=100,
         starts_at=now, ends_at=now + timedelta(hours=24), per_user_limit=2,
-        payment_timeout_s=900))
+        payment_timeout_s=900), "demo")
 
 
 def demo_instructions(sale: Sale, secret: str, base_url: str) -> str:

@@ -13,6 +13,7 @@ LAYOUT = "v1"
 
 @dataclass(frozen=True, slots=True)
 class SaleKeys:
+    tag: str
     state: str
     holders: str
     idem: str
@@ -22,6 +23,20 @@ class SaleKeys:
 
     def all(self) -> list[str]:
         return [self.state, self.holders, self.idem, self.outbox, self.orders, self.released]
+
+    @property
+    def used_tokens(self) -> str:
+        return f"{self.tag}:tokens"
+
+    @property
+    def room(self) -> str:
+        return f"{self.tag}:room"
+
+    def user_bucket(self, user_id: str) -> str:
+        return f"{self.tag}:rl:u:{user_id}"
+
+    def address_bucket(self, address: str) -> str:
+        return f"{self.tag}:rl:a:{address}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +50,7 @@ class KeySpace:
     def sale(self, sale_id: int) -> SaleKeys:
         tag = f"{self.base}:{{sale:{sale_id}}}"
         return SaleKeys(
+            tag=tag,
             state=f"{tag}:state",
             holders=f"{tag}:holders",
             idem=f"{tag}:idem",

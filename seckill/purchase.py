@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ulid import ULID
 
 from seckill import metrics
 from seckill.catalog import SaleCache, utcnow
-from seckill.errors import Conflict, Overloaded, sale_not_found
+from seckill.errors import Conflict, Overloaded, SeckillError, sale_not_found
 from seckill.keys import KeySpace
 from seckill.outbox import OutboxPump
 from seckill.sale_state import SaleState
-from seckill.scripts import PurchaseCode, Scripts
+from seckill.scripts import Attempt, PurchaseCode, PurchaseResult, RateDefaults, Scripts
 from seckill.soldout import SoldOutBoard
 
 _REFUSALS = {
@@ -23,6 +23,9 @@ _REFUSALS = {
     PurchaseCode.SOLD_OUT: "This sale is sold out.",
     PurchaseCode.IDEMPOTENCY_CONFLICT:
         "This Idempotency-Key was already used with a different quantity.",
+    PurchaseCode.TOKEN_REQUIRED:
+        "This sale needs a purchase token: POST /api/v1/sales/{id}/token first.",
+    PurchaseCode.TOKEN_USED: "This purchase token has already bought; ask for a new one.",
 }
 
 
@@ -55,7 +58,12 @@ class Accepted:
                 "quantity": self.quantity, "status": "pending"}
 
 
-@dataclass(frozen=True, slots=True)
+def rate_limited(wait_ms: int) -> SeckillError:
+    return SeckillError("rate_limited", "Too many attempts; slow down.", status=429,
+                        retry_after=max(1, -(-wait_ms // 1000)))
+
+
+@dataclass(slots=True)
 class Purchases:
     scripts: Scripts
     keys: KeySpace
@@ -63,15 +71,35 @@ class Purchases:
     cache: SaleCache
     state: SaleState
     board: SoldOutBoard
+    defaults: RateDefaults = field(default_factory=RateDefaults)
+    max_inflight: int = 5000
+    inflight: int = 0
 
     async def purchase(self, sale_id: int, user_id: str, quantity: int,
-                       idempotency_key: str | None) -> Accepted:
-        if idempotency_key is None and self.board.refuses(sale_id, user_id, quantity):
-            metrics.PURCHASES_SOLD_OUT_FAST.inc()
-            raise Conflict("sold_out", _REFUSALS[PurchaseCode.SOLD_OUT])
-        result = await self.scripts.purchase(
-            self.keys.sale(sale_id), sale_id=sale_id, user_id=user_id, quantity=quantity,
-            idempotency_key=idempotency_key, order_id=new_order_id(sale_id))
+                       idempotency_key: str | None, *, address: str | None = None,
+                       token_nonce: str = "", pow_bits: int = 0) -> Accepted:
+        if idempotency_key is None:
+            fast = self.board.refuses(sale_id, user_id, quantity)
+            if fast is not None:
+                metrics.PURCHASES_SOLD_OUT_FAST.inc()
+                if fast > 0:
+                    raise rate_limited(fast)
+                raise Conflict("sold_out", _REFUSALS[PurchaseCode.SOLD_OUT])
+        if self.inflight >= self.max_inflight:
+            metrics.PURCHASES.labels("shed").inc()
+            raise Overloaded("The sale is very busy; try again in a moment.")
+        self.inflight += 1
+        try:
+            result = await self.scripts.purchase(
+                self.keys.sale(sale_id),
+                Attempt(sale_id, user_id, quantity, new_order_id(sale_id), idempotency_key,
+                        address, token_nonce, pow_bits),
+                self.defaults)
+        finally:
+            self.inflight -= 1
+        return await self._outcome(sale_id, result)
+
+    async def _outcome(self, sale_id: int, result: PurchaseResult) -> Accepted:
         code = result.code
         metrics.PURCHASES.labels(code.value).inc()
         if code is PurchaseCode.WON:
@@ -79,10 +107,22 @@ class Purchases:
             return Accepted(result.order_id, sale_id, result.quantity)
         if code is PurchaseCode.REPLAY:
             return Accepted(result.order_id, sale_id, result.quantity)
+        if code is PurchaseCode.RATE_LIMITED:
+            raise rate_limited(result.quantity)
         if code is PurchaseCode.SOLD_OUT:
             self.board.saw_sold_out(sale_id, result.quantity, result.order_json)
         elif code is PurchaseCode.NOT_LOADED:
             await self._not_loaded(sale_id)
+        elif code is PurchaseCode.NOT_ADMITTED:
+            place = result.quantity
+            raise SeckillError(
+                "not_admitted",
+                "Join the waiting room first: POST /api/v1/sales/{id}/queue." if place < 0 else
+                f"Your place in the waiting room ({place + 1}) is not admitted yet.",
+                status=409, retry_after=1)
+        elif code is PurchaseCode.POW_REQUIRED:
+            raise SeckillError("pow_required", f"This sale needs a proof of work of "
+                               f"{result.quantity} bits with the purchase token.", status=403)
         raise Conflict(code.value, _REFUSALS[code])
 
     async def _not_loaded(self, sale_id: int) -> None:

@@ -35,7 +35,11 @@ def definition(sale: Sale) -> SaleDefinition:
         stock=sale.stock, starts_ms=sale.starts_ms, ends_ms=sale.ends_ms,
         per_user_limit=sale.per_user_limit, cancelled=sale.cancelled,
         price_cents=sale.sale_price_cents, payment_timeout_s=sale.payment_timeout_s,
-        expire_at_s=int((sale.ends_at + KEEP_AFTER_END).timestamp()))
+        expire_at_s=int((sale.ends_at + KEEP_AFTER_END).timestamp()),
+        user_rate_per_s=sale.user_rate_per_s, user_burst=sale.user_burst,
+        address_rate_per_s=sale.address_rate_per_s, address_burst=sale.address_burst,
+        requires_token=sale.requires_token, pow_bits=sale.pow_bits,
+        waiting_room=sale.waiting_room, admit_per_s=sale.admit_per_s)
 
 
 class SaleState:

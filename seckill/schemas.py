@@ -22,6 +22,8 @@ Stock = Annotated[int, Meta(ge=1, le=MAX_STOCK)]
 Limit = Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
 TimeoutS = Annotated[int, Meta(ge=1, le=7 * 24 * 3600)]
 Title = Annotated[str, Meta(max_length=200)]
+Rate = Annotated[int, Meta(ge=0, le=1_000_000)]
+PowBits = Annotated[int, Meta(ge=0, le=24)]
 IdField = str | int
 
 
@@ -41,6 +43,14 @@ class SaleIn(msgspec.Struct, kw_only=True):
     title: Title | None = None
     per_user_limit: Limit = 1
     payment_timeout_s: TimeoutS = 900
+    user_rate_per_s: Rate = 5
+    user_burst: Rate = 10
+    address_rate_per_s: Rate = 0
+    address_burst: Rate = 0
+    requires_token: bool = False
+    pow_bits: PowBits = 0
+    waiting_room: bool = False
+    admit_per_s: Rate = 0
 
 
 class SalePatch(msgspec.Struct, kw_only=True):
@@ -51,6 +61,14 @@ class SalePatch(msgspec.Struct, kw_only=True):
     ends_at: datetime | None = None
     per_user_limit: Limit | None = None
     payment_timeout_s: TimeoutS | None = None
+    user_rate_per_s: Rate | None = None
+    user_burst: Rate | None = None
+    address_rate_per_s: Rate | None = None
+    address_burst: Rate | None = None
+    requires_token: bool | None = None
+    pow_bits: PowBits | None = None
+    waiting_room: bool | None = None
+    admit_per_s: Rate | None = None
 
 
 class PurchaseIn(msgspec.Struct, kw_only=True):

@@ -120,8 +120,37 @@ class PurchaseCode(StrEnum):
     CANCELLED = "cancelled"
     NOT_STARTED = "not_started"
     ENDED = "ended"
+    RATE_LIMITED = "rate_limited"
+    NOT_ADMITTED = "not_admitted"
+    TOKEN_REQUIRED = "token_required"
+    TOKEN_USED = "token_used"
+    POW_REQUIRED = "pow_required"
     LIMIT_REACHED = "limit_reached"
     SOLD_OUT = "sold_out"
+
+
+@dataclass(frozen=True, slots=True)
+class RateDefaults:
+    """Rate limits applied while a sale has no state in Redis (API.md's defaults)."""
+
+    user_rate_per_s: int = 5
+    user_burst: int = 10
+    address_rate_per_s: int = 0
+    address_burst: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One purchase attempt, as the purchase script needs it."""
+
+    sale_id: int
+    user_id: str
+    quantity: int
+    order_id: str
+    idempotency_key: str | None = None
+    address: str | None = None
+    token_nonce: str = ""
+    pow_bits: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +187,14 @@ class SaleDefinition:
     price_cents: int
     payment_timeout_s: int
     expire_at_s: int
+    user_rate_per_s: int = 5
+    user_burst: int = 10
+    address_rate_per_s: int = 0
+    address_burst: int = 0
+    requires_token: bool = False
+    pow_bits: int = 0
+    waiting_room: bool = False
+    admit_per_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,13 +237,19 @@ class Scripts:
         self._snapshot = Script.load("snapshot")
         self._adjust = Script.load("adjust_holdings")
 
-    async def purchase(self, keys: SaleKeys, *, sale_id: int, user_id: str, quantity: int,
-                       idempotency_key: str | None, order_id: str) -> PurchaseResult:
-        field = idempotency_field(user_id, idempotency_key) if idempotency_key else ""
+    async def purchase(self, keys: SaleKeys, a: Attempt,
+                       defaults: RateDefaults = RateDefaults()) -> PurchaseResult:
+        key = a.idempotency_key
+        field = idempotency_field(a.user_id, key) if key else ""
+        user_bucket = keys.user_bucket(a.user_id)
         raw = await self._run(
             self._purchase,
-            [keys.state, keys.holders, keys.idem, keys.outbox, keys.orders],
-            [user_id, quantity, field, idempotency_key or "", order_id, sale_id],
+            [keys.state, keys.holders, keys.idem, keys.outbox, keys.orders, user_bucket,
+             keys.address_bucket(a.address) if a.address else user_bucket,
+             keys.used_tokens, keys.room],
+            [a.user_id, a.quantity, field, key or "", a.order_id, a.sale_id, a.token_nonce,
+             a.pow_bits, defaults.user_rate_per_s, defaults.user_burst,
+             defaults.address_rate_per_s, defaults.address_burst],
         )
         return PurchaseResult(PurchaseCode(raw[0]), raw[1], int(raw[2]), raw[3])
 
@@ -222,7 +265,9 @@ class Scripts:
         args: list[Arg] = [
             "update" if update else "create", sale.stock, sale.starts_ms, sale.ends_ms,
             sale.per_user_limit, int(sale.cancelled), sale.price_cents, sale.payment_timeout_s,
-            sale.expire_at_s,
+            sale.expire_at_s, sale.user_rate_per_s, sale.user_burst, sale.address_rate_per_s,
+            sale.address_burst, int(sale.requires_token), sale.pow_bits, int(sale.waiting_room),
+            sale.admit_per_s,
         ]
         h = holdings or Holdings({}, {}, [])
         args.append(len(h.holders))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from collections.abc import Mapping
@@ -28,6 +29,17 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
     return value
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    items = tuple(x.strip() for x in raw.split(",") if x.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"SECKILL_TRUSTED_PROXIES: {item!r} is not an address or CIDR "
+                              "block") from None
+    return items
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -72,6 +84,16 @@ class Settings:
     delivery_limit: int = 20
     expiry_interval_ms: int = 500
     log_level: str = "INFO"
+    # Rate limits of sales without state in Redis (a sale's own settings win otherwise).
+    user_rate_per_s: int = 5
+    user_burst: int = 10
+    address_rate_per_s: int = 0
+    address_burst: int = 0
+    # Proxies whose X-Forwarded-For is believed (exact addresses or CIDR blocks).
+    trusted_proxies: tuple[str, ...] = ()
+    # Purchases in flight per process before new ones get 503 overloaded.
+    max_inflight_purchases: int = 5000
+    request_timeout_s: float = 10.0
     jwt_leeway_s: int = 30
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -97,6 +119,15 @@ class Settings:
             redis_pool_size=_int(merged, "SECKILL_REDIS_POOL_SIZE", d.redis_pool_size, 1, 10_000),
             db_pool_size=_int(merged, "SECKILL_DB_POOL_SIZE", d.db_pool_size, 1, 1000),
             log_level=(merged.get("SECKILL_LOG_LEVEL") or d.log_level).upper(),
+            user_rate_per_s=_int(merged, "SECKILL_USER_RATE_PER_S", d.user_rate_per_s, 0,
+                                 1_000_000),
+            user_burst=_int(merged, "SECKILL_USER_BURST", d.user_burst, 0, 1_000_000),
+            address_rate_per_s=_int(merged, "SECKILL_ADDRESS_RATE_PER_S", d.address_rate_per_s,
+                                    0, 1_000_000),
+            address_burst=_int(merged, "SECKILL_ADDRESS_BURST", d.address_burst, 0, 1_000_000),
+            trusted_proxies=_networks(merged.get("SECKILL_TRUSTED_PROXIES", "")),
+            max_inflight_purchases=_int(merged, "SECKILL_MAX_INFLIGHT_PURCHASES",
+                                        d.max_inflight_purchases, 1, 10_000_000),
             expiry_interval_ms=_int(
                 merged, "SECKILL_EXPIRY_INTERVAL_MS", d.expiry_interval_ms, 10, 600_000
             ),

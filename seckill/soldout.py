@@ -5,6 +5,8 @@ sold out together with the set of users holding units then. While the memory hol
 request without an Idempotency-Key, for a quantity within the limit, from a user holding
 nothing, inside the sale window, gets `409 sold_out` without touching Redis: exactly the
 answer Redis would give, since every earlier refusal in the contract's order is ruled out.
+The user's rate limit still comes first, from a local bucket with the sale's settings.
+Sales with a waiting room, purchase tokens or an address limit never take this path.
 
 The memory is dropped at once when units come back (the release script publishes the sale
 id on the restock channel; every process listens), and in any case after `ttl_s`: the next
@@ -25,6 +27,7 @@ from redis.asyncio import Redis
 from seckill.keys import KeySpace
 
 log = logging.getLogger(__name__)
+MAX_BUCKETS = 200_000
 
 
 @dataclass(slots=True)
@@ -35,6 +38,23 @@ class _Entry:
     starts_ms: int
     ends_ms: int
     until: float
+    rate: float
+    burst: float
+    buckets: dict[str, tuple[float, float]]
+
+    def take(self, user_id: str, now: float) -> int:
+        """Spend one of the user's tokens: 0 when the attempt may pass, else the wait in ms."""
+        if self.rate <= 0 or self.burst <= 0:
+            return 0
+        tokens, ts = self.buckets.get(user_id, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - ts) * self.rate)
+        if tokens < 1:
+            self.buckets[user_id] = (tokens, now)
+            return int(-(-(1 - tokens) * 1000 // self.rate))
+        if len(self.buckets) >= MAX_BUCKETS:
+            self.buckets.clear()
+        self.buckets[user_id] = (tokens - 1, now)
+        return 0
 
 
 class SoldOutBoard:
@@ -46,17 +66,20 @@ class SoldOutBoard:
         self._loading: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def refuses(self, sale_id: int, user_id: str, quantity: int) -> bool:
-        """True when Redis would certainly answer sold_out to this request."""
+    def refuses(self, sale_id: int, user_id: str, quantity: int) -> int | None:
+        """None: ask Redis. 0: Redis would certainly answer sold_out. n > 0: rate limited,
+        retry in n ms."""
         entry = self._entries.get(sale_id)
         if entry is None:
-            return False
+            return None
         now = time.time()
         if now > entry.until:
-            return False
+            return None
         now_ms = now * 1000
-        return (entry.starts_ms <= now_ms < entry.ends_ms and quantity <= entry.per_user_limit
-                and user_id not in entry.holders)
+        if not (entry.starts_ms <= now_ms < entry.ends_ms and quantity <= entry.per_user_limit
+                and user_id not in entry.holders):
+            return None
+        return entry.take(user_id, now)
 
     def saw_sold_out(self, sale_id: int, remaining: int, restocks: str) -> None:
         """Redis answered sold_out; remember it if nothing at all remains."""
@@ -64,7 +87,7 @@ class SoldOutBoard:
             return
         entry = self._entries.get(sale_id)
         if entry is not None and entry.restocks == restocks:
-            entry.until = time.time() + self._ttl
+            entry.until = time.time() + self._ttl  # buckets and holders stay valid
             return
         if sale_id in self._loading:
             return
@@ -78,15 +101,17 @@ class SoldOutBoard:
         try:
             pipe = self._redis.pipeline(transaction=True)
             pipe.hmget(keys.state, "remaining", "restocks", "limit", "starts_ms", "ends_ms",
-                       "cancelled")
+                       "cancelled", "u_rate", "u_burst", "a_rate", "token", "room")
             pipe.hkeys(keys.holders)
-            (remaining, now_restocks, limit, starts, ends, cancelled), holders = \
-                await pipe.execute()
+            (remaining, now_restocks, limit, starts, ends, cancelled, u_rate, u_burst, a_rate,
+             token, room), holders = await pipe.execute()
             if remaining is None or int(remaining) != 0 or cancelled == "1" \
-                    or (now_restocks or "0") != restocks:
+                    or (now_restocks or "0") != restocks \
+                    or int(a_rate or 0) > 0 or token == "1" or room == "1":
                 return
-            self._entries[sale_id] = _Entry(restocks, frozenset(holders), int(limit),
-                                            int(starts), int(ends), time.time() + self._ttl)
+            self._entries[sale_id] = _Entry(
+                restocks, frozenset(holders), int(limit), int(starts), int(ends),
+                time.time() + self._ttl, float(u_rate or 0), float(u_burst or 0), {})
         except Exception as exc:  # the fast path is an optimisation: Redis still decides
             log.warning("could not load sold-out sale %s: %r", sale_id, exc)
         finally:

@@ -1,4 +1,4 @@
-"""Operator routes: products, sales, stats. Each needs an operator token."""
+"""Operator routes: products, sales, stats, audit. Each needs an operator token."""
 
 from __future__ import annotations
 
@@ -16,31 +16,34 @@ routes = web.RouteTableDef()
 
 @routes.post("/api/v1/admin/products")
 async def create_product(request: web.Request) -> web.Response:
-    operator(request)
-    product = await request.app[OPERATIONS].create_product(await body(request, ProductIn))
+    actor = operator(request)
+    product = await request.app[OPERATIONS].create_product(await body(request, ProductIn),
+                                                           actor.user_id)
     return json_response(product.to_json(), 201)
 
 
 @routes.post("/api/v1/admin/sales")
 async def schedule_sale(request: web.Request) -> web.Response:
-    operator(request)
-    sale = await request.app[OPERATIONS].schedule_sale(await body(request, SaleIn))
+    actor = operator(request)
+    sale = await request.app[OPERATIONS].schedule_sale(await body(request, SaleIn),
+                                                       actor.user_id)
     return json_response(sale.to_json(sale.stock, utcnow()), 201)
 
 
 @routes.patch("/api/v1/admin/sales/{sale_id}")
 async def patch_sale(request: web.Request) -> web.Response:
-    operator(request)
+    actor = operator(request)
     sale_id = path_id(request, "sale_id", sale_not_found())
-    sale = await request.app[OPERATIONS].patch_sale(sale_id, await body(request, SalePatch))
+    sale = await request.app[OPERATIONS].patch_sale(sale_id, await body(request, SalePatch),
+                                                    actor.user_id)
     return json_response(sale.to_json(sale.stock, utcnow()))
 
 
 @routes.post("/api/v1/admin/sales/{sale_id}/cancel")
 async def cancel_sale(request: web.Request) -> web.Response:
-    operator(request)
+    actor = operator(request)
     ops = request.app[OPERATIONS]
-    sale = await ops.cancel_sale(path_id(request, "sale_id", sale_not_found()))
+    sale = await ops.cancel_sale(path_id(request, "sale_id", sale_not_found()), actor.user_id)
     remaining = (await ops.state.remaining([sale.id]))[sale.id]
     return json_response(sale.to_json(sale.stock if remaining is None else remaining, utcnow()))
 
@@ -50,3 +53,13 @@ async def sale_stats(request: web.Request) -> web.Response:
     operator(request)
     ops = request.app[OPERATIONS]
     return json_response(await ops.stats(path_id(request, "sale_id", sale_not_found())))
+
+
+@routes.get("/api/v1/admin/audit")
+async def audit_trail(request: web.Request) -> web.Response:
+    """Operator actions, newest first; `?target=sale:42` narrows to one object."""
+    operator(request)
+    target = request.query.get("target")
+    if target is not None and len(target) > 100:
+        target = None
+    return json_response({"entries": await request.app[OPERATIONS].audit_trail(target)})

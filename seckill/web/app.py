@@ -16,6 +16,7 @@ from seckill.appkeys import (
     OPERATIONS,
     ORDERS,
     PUMP,
+    PURCHASE_TOKENS,
     PURCHASES,
     REDIS,
     SALE_CACHE,
@@ -23,6 +24,7 @@ from seckill.appkeys import (
     SCRIPTS,
     SETTINGS,
     VERIFIER,
+    WAITING_ROOM,
 )
 from seckill.auth import TokenVerifier
 from seckill.broker import ConfirmedPublisher, Topology, queue_depth
@@ -34,10 +36,12 @@ from seckill.operations import Operations
 from seckill.orders import Orders
 from seckill.outbox import OutboxPump
 from seckill.purchase import Purchases
+from seckill.purchase_tokens import PurchaseTokens
 from seckill.sale_state import SaleState
-from seckill.scripts import ScriptRunner, Scripts
+from seckill.scripts import RateDefaults, Script, ScriptRunner, Scripts
 from seckill.settings import Settings
 from seckill.soldout import SoldOutBoard
+from seckill.waiting_room import WaitingRoom
 from seckill.web import admin, health, shop
 from seckill.web.middleware import envelope
 
@@ -78,7 +82,13 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
         keys, scripts, cache, state, pump)
     app[OPERATIONS] = Operations(db, state, cache)
     board = SoldOutBoard(redis, keys)
-    app[PURCHASES] = Purchases(scripts, keys, pump, cache, state, board)
+    app[PURCHASES] = Purchases(
+        scripts, keys, pump, cache, state, board,
+        RateDefaults(settings.user_rate_per_s, settings.user_burst,
+                     settings.address_rate_per_s, settings.address_burst),
+        max_inflight=settings.max_inflight_purchases)
+    app[WAITING_ROOM] = WaitingRoom(runner, keys, settings.jwt_secret.encode(),
+                                    Script.load("join_room"))
     app[ORDERS] = Orders(db, redis, keys, scripts)
     app[BROWSE] = Browse(db, cache, state)
     rebuilt = await state.rebuild_missing()
@@ -102,6 +112,7 @@ def create_app(settings: Settings) -> web.Application:
                           handler_args={"max_field_size": 8190, "max_line_size": 8190})
     app[SETTINGS] = settings
     app[VERIFIER] = TokenVerifier(settings.jwt_secret, leeway_s=settings.jwt_leeway_s)
+    app[PURCHASE_TOKENS] = PurchaseTokens(settings.jwt_secret)
     app.cleanup_ctx.extend([_redis_ctx, _db_ctx, _amqp_ctx, _core_ctx])
     app.add_routes(health.routes)
     app.add_routes(shop.routes)

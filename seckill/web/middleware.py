@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from seckill import metrics
+from seckill.appkeys import SETTINGS
 from seckill.errors import SeckillError
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,8 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
     started = time.perf_counter()
     route = _route(request)
     try:
-        response = await handler(request)
+        async with asyncio.timeout(request.app[SETTINGS].request_timeout_s):
+            response = await handler(request)
     except SeckillError as exc:
         response = error_response(exc.status, exc.code, exc.message, fields=exc.fields,
                                   retry_after=exc.retry_after)

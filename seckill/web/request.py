@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TypeVar
 
 from aiohttp import web
@@ -41,3 +42,34 @@ def idempotency_key(request: web.Request) -> str | None:
         raise InvalidRequest("Idempotency-Key must be 1 to 64 printable characters.",
                              {"Idempotency-Key": "1 to 64 printable characters"})
     return key
+
+
+def client_address(request: web.Request, trusted: tuple[str, ...]) -> str | None:
+    """The client's address: the socket peer, or, behind a trusted proxy, the right-most
+    address of X-Forwarded-For that is not itself a trusted proxy."""
+    peer = request.remote
+    if not trusted or peer is None or not _is_trusted(peer, trusted):
+        return peer
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if not _valid(hop):
+            return peer  # a malformed chain is not believed
+        if not _is_trusted(hop, trusted):
+            return hop
+    return peer
+
+
+def _valid(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(address: str, trusted: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(net, strict=False) for net in trusted)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from seckill.appkeys import BROWSE, ORDERS, PURCHASES
-from seckill.errors import order_not_found, sale_not_found
-from seckill.schemas import PurchaseIn
+from seckill.appkeys import (
+    BROWSE,
+    ORDERS,
+    PURCHASE_TOKENS,
+    PURCHASES,
+    SETTINGS,
+    WAITING_ROOM,
+)
+from seckill.errors import Conflict, order_not_found, sale_not_found
+from seckill.purchase_tokens import pow_bits
+from seckill.schemas import PurchaseIn, from_ms, rfc3339
 from seckill.web.middleware import json_response
-from seckill.web.request import body, idempotency_key, path_id, shopper
+from seckill.web.request import body, client_address, idempotency_key, path_id, shopper
 
 routes = web.RouteTableDef()
 MAX_ORDER_ID = 64
@@ -27,8 +35,47 @@ async def purchase(request: web.Request) -> web.Response:
     key = idempotency_key(request)
     wanted = await body(request, PurchaseIn, empty_ok=True)
     sale_id = path_id(request, "sale_id", sale_not_found())
-    accepted = await request.app[PURCHASES].purchase(sale_id, user.user_id, wanted.quantity, key)
+    nonce, pow_found = "", 0
+    token = request.headers.get("Purchase-Token")
+    if token is not None:
+        nonce = request.app[PURCHASE_TOKENS].verify(token, user.user_id, sale_id)
+        pow_found = pow_bits(token, request.headers.get("Purchase-Pow", ""))
+    address = client_address(request, request.app[SETTINGS].trusted_proxies)
+    accepted = await request.app[PURCHASES].purchase(
+        sale_id, user.user_id, wanted.quantity, key, address=address, token_nonce=nonce,
+        pow_bits=pow_found)
     return json_response(accepted.to_json(), 202)
+
+
+@routes.post("/api/v1/sales/{sale_id}/token")
+async def purchase_token(request: web.Request) -> web.Response:
+    """A one-time purchase token, bound to the caller and the sale; only once it is live."""
+    user = shopper(request)
+    sale_id = path_id(request, "sale_id", sale_not_found())
+    sale = await request.app[BROWSE].one(sale_id)
+    if sale["status"] not in ("live", "sold_out"):
+        raise Conflict(sale["status"] if sale["status"] != "scheduled" else "not_started",
+                       "Purchase tokens are issued only while the sale is live.")
+    token, expires_ms = request.app[PURCHASE_TOKENS].issue(user.user_id, sale_id)
+    return json_response({"token": token, "sale_id": str(sale_id),
+                          "expires_at": rfc3339(from_ms(expires_ms)),
+                          "pow_bits": sale["pow_bits"]}, 201)
+
+
+@routes.post("/api/v1/sales/{sale_id}/queue")
+async def join_waiting_room(request: web.Request) -> web.Response:
+    user = shopper(request)
+    sale_id = path_id(request, "sale_id", sale_not_found())
+    return json_response(await request.app[WAITING_ROOM].place(sale_id, user.user_id,
+                                                               join=True))
+
+
+@routes.get("/api/v1/sales/{sale_id}/queue")
+async def waiting_room_place(request: web.Request) -> web.Response:
+    user = shopper(request)
+    sale_id = path_id(request, "sale_id", sale_not_found())
+    return json_response(await request.app[WAITING_ROOM].place(sale_id, user.user_id,
+                                                               join=False))
 
 
 @routes.get("/api/v1/orders/{order_id}")
