@@ -37,7 +37,7 @@ def new_order_id(sale_id: int) -> str:
 
 def sale_of_order(order_id: str) -> int | None:
     ulid, sep, sale = order_id.partition("-")
-    if not sep or len(ulid) != 26 or not sale.isdigit() or len(sale) > 19:
+    if not sep or len(ulid) != 26 or not (sale.isascii() and sale.isdigit()) or len(sale) > 19:
         return None
     try:
         ULID.from_str(ulid)

@@ -53,6 +53,10 @@ class Row:
     pay_by: datetime
 
 
+# Times an order may carry (2020 .. 2100): anything else is not one of ours.
+EARLIEST_MS = 1_577_836_800_000
+LATEST_MS = 4_102_444_800_000
+
 _decode_order = msgspec.json.Decoder(OrderMessage).decode
 _decode_batch = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
@@ -71,7 +75,8 @@ def parse_order(raw: bytes) -> Row:
         raise Poison(f"order id {m.order_id!r} does not belong to sale {m.sale_id!r}")
     if not 1 <= len(m.user_id) <= 64 or not 1 <= m.quantity <= MAX_QUANTITY \
             or not 0 <= m.amount_cents <= MAX_CENTS * MAX_QUANTITY \
-            or m.pay_by_ms < m.created_ms or len(m.idempotency_key) > 64:
+            or not EARLIEST_MS <= m.created_ms <= m.pay_by_ms <= LATEST_MS \
+            or len(m.idempotency_key) > 64:
         raise Poison(f"order {m.order_id!r} has out-of-range fields")
     return Row(m.order_id, sale_id, m.user_id, m.quantity, m.amount_cents,
                m.idempotency_key or None, from_ms(m.created_ms), from_ms(m.pay_by_ms))
