@@ -1,0 +1,83 @@
+"""The benchmark's printed table and its JSON record."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).with_name("results")
+
+
+def _num(x: float | None, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no throughput scenario was run)"
+    head = ["scenario", "req/s", "p50 ms", "p99 ms", "errors", "vs reference",
+            "serve CPU", "gen CPU", "other CPU", "machine CPU"]
+    body = []
+    for r in rows:
+        res = r["result"]
+        ratio = r.get("ratio_to_reference")
+        cpu = r["cpu_pct"]
+        body.append([
+            r["scenario"], _num(res["rps"], 0), _num(res["p50_ms"], 2), _num(res["p99_ms"], 2),
+            str(res["errors"]), "1.00" if ratio is None else f"{ratio:.2f}",
+            f"{cpu['serve']:.0f}%", f"{cpu['generator']:.0f}%", f"{cpu['other']:.0f}%",
+            f"{cpu['machine']:.0f}%"])
+    widths = [max([len(h), *(len(b[i]) for b in body)]) for i, h in enumerate(head)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+
+LEGEND = ("CPU in % of one core over the run: serve = the front door (reference or seckill); "
+          "gen = the load generator;\nother = seckill worker + Redis + RabbitMQ + "
+          "PostgreSQL; machine = everything on all cores (max 100% x cores).")
+
+
+def e2e_lines(e2e: dict[str, Any]) -> str:
+    return "\n".join([
+        f"end-to-end sale: {e2e['units']:,} units, {e2e['shoppers']:,} distinct shoppers "
+        f"({e2e['result']['rps']:,.0f} req/s, p99 {_num(e2e['result']['p99_ms'], 1)} ms)",
+        f"  sold out after          {_num(e2e['sell_out_s'], 3)} s"
+        + ("" if e2e["sold_out"] else "  (not sold out: fewer shoppers than units)"),
+        f"  every order persisted   {_num(e2e['all_persisted_s'], 3)} s after the first request"
+        f" (last one {_num(e2e['persist_lag_s'], 3)} s after the last win)",
+        f"  orders persisted/s      {_num(e2e['orders_persisted_per_s'], 0)}",
+        f"  won {e2e['units_won']:,} <= stock {e2e['units']:,}; rows {e2e['rows']:,}; "
+        f"distinct buyers {e2e['distinct_buyers']:,}; oversold {e2e['oversold']}  "
+        + ("OK" if e2e["ok"] else "FAILED: " + "; ".join(e2e["problems"])),
+    ])
+
+
+def persistence_lines(p: dict[str, Any]) -> str:
+    return (f"order persistence (worker alone, backlog of {p['orders']:,} orders in RabbitMQ): "
+            f"{_num(p['drain_orders_per_s'], 0)} orders/s while writing, "
+            f"{_num(p['wall_orders_per_s'], 0)} orders/s including the worker's start "
+            f"({_num(p['wall_s'], 2)} s)")
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def write(record: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = directory / f"bench-{stamp}.json"
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path
