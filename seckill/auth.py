@@ -1,11 +1,25 @@
-"""Bearer tokens: HS256 JWTs verified without a database, with a cache of verified tokens."""
+"""Bearer tokens: HS256 JWTs verified without a database, with a cache of verified tokens.
+
+Verification is the hot path of a flash sale, where most requests carry a token never seen
+before: PyJWT spends ~21 us on one. HS256 alone is simple enough to check directly (a strict
+base64url split, one HMAC, a msgspec decode: ~5 us), and only HS256 is accepted — `alg:
+none`, other algorithms and `crit` headers are refused. PyJWT mints tokens, and the unit
+tests hold both to the same verdicts.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import re
 import time
 from dataclasses import dataclass
+from typing import Any, TypeGuard
 
 import jwt
+import msgspec
 
 from seckill.errors import Forbidden, Unauthorized
 
@@ -22,7 +36,7 @@ class TokenVerifier:
     """Verifies tokens once; a verified token is cached until its `exp` (plus leeway)."""
 
     def __init__(self, secret: str, *, leeway_s: int = 30, cache_size: int = 200_000) -> None:
-        self._secret = secret
+        self._key = secret.encode()
         self._leeway = leeway_s
         self._cache_size = cache_size
         self._cache: dict[str, tuple[Principal, float]] = {}
@@ -46,24 +60,52 @@ class TokenVerifier:
             raise Unauthorized("The token has expired.")
         if len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized("The token is too long.")
-        try:
-            claims = jwt.decode(token, self._secret, algorithms=["HS256"], leeway=self._leeway,
-                                options={"require": ["exp", "sub"]})
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("The token has expired.") from None
-        except jwt.PyJWTError:
-            raise Unauthorized("The token is not valid.") from None
+        claims = self._hs256_claims(token)
+        exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+        if not _number(exp):
+            raise Unauthorized("The token is not valid: `exp` must be a number.")
+        if now > exp + self._leeway:
+            raise Unauthorized("The token has expired.")
+        if nbf is not None and (not _number(nbf) or now < nbf - self._leeway):
+            raise Unauthorized("The token is not valid yet.")
+        if iat is not None and (not _number(iat) or now < iat - self._leeway):
+            raise Unauthorized("The token is not valid: issued in the future.")
         sub = claims.get("sub")
         if not isinstance(sub, str) or not 1 <= len(sub) <= 64:
             raise Unauthorized("The token's subject must be a user id of 1 to 64 characters.")
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float):
-            raise Unauthorized("The token's expiry is not a number.")
         principal = Principal(sub, claims.get("role") == "operator")
         if len(self._cache) >= self._cache_size:
             self._cache.clear()
         self._cache[token] = (principal, float(exp) + self._leeway)
         return principal
+
+
+    def _hs256_claims(self, token: str) -> dict[str, Any]:
+        if not _JWS.fullmatch(token):
+            raise Unauthorized("The token is not valid.")
+        head, payload, signature = token.split(".")
+        mac = hmac.new(self._key, f"{head}.{payload}".encode(), hashlib.sha256).digest()
+        try:
+            valid = hmac.compare_digest(mac, _b64(signature))
+            header = _decode_object(_b64(head))
+            claims = _decode_object(_b64(payload)) if valid else None
+        except (binascii.Error, msgspec.DecodeError, ValueError):
+            raise Unauthorized("The token is not valid.") from None
+        if header.get("alg") != "HS256" or "crit" in header or claims is None:
+            raise Unauthorized("The token is not valid.")
+        return claims
+
+
+_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def _b64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _number(value: object) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def require_operator(principal: Principal) -> Principal:
