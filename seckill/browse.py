@@ -39,7 +39,10 @@ class Browse:
         return [s.to_json(remaining[s.id], now) for s in sales]
 
     async def _remaining(self, sales: list[Sale]) -> dict[int, int]:
-        found = await self.state.remaining([s.id for s in sales])
+        if len(sales) == 1:
+            found = {sales[0].id: await self.state.remaining_one(sales[0].id)}
+        else:
+            found = await self.state.remaining([s.id for s in sales])
         result: dict[int, int] = {}
         for sale in sales:
             value = found[sale.id]

@@ -18,7 +18,7 @@ async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
     # The blocking pool waits for a free connection instead of raising under load.
     pool = BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=settings.redis_pool_size, timeout=5,
-        decode_responses=True, socket_connect_timeout=5, socket_timeout=10,
+        decode_responses=True, socket_connect_timeout=5, socket_timeout=5,
         health_check_interval=30)
     redis = Redis(connection_pool=pool)
     try:

@@ -77,6 +77,10 @@ class SaleState:
         return {sid: (int(v) if v is not None else None)
                 for sid, v in zip(sale_ids, values, strict=True)}
 
+    async def remaining_one(self, sale_id: int) -> int | None:
+        value = await self._redis.hget(self._keys.sale(sale_id).state, "remaining")
+        return None if value is None else int(value)
+
     async def held(self, sale_id: int) -> int:
         values = await self._redis.hvals(self._keys.sale(sale_id).holders)
         return sum(int(v) for v in values)
