@@ -50,8 +50,8 @@ async def ensure_database(url: str) -> bool:
         quoted = '"' + name.replace('"', '""') + '"'
         try:
             await conn.execute(f"CREATE DATABASE {quoted}")
-        except asyncpg.DuplicateDatabaseError:
-            return False
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            return False  # created meanwhile by a concurrent migrate
         return True
     finally:
         await conn.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,9 @@ from seckill.errors import Conflict, InvalidRequest, sale_not_found
 from seckill.sale_state import SaleState
 from seckill.schemas import ProductIn, SaleIn, SalePatch, parse_id, rfc3339
 from seckill.scripts import LoadCode
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 # The sale columns written by insert_sale / update_sale, after the id or product id.
 _SALE_FIELDS = ("title", "sale_price_cents", "stock", "starts_at", "ends_at", "per_user_limit",
@@ -129,6 +133,9 @@ def _check_sale(product_price: int, body: SaleIn) -> None:
         fields["sale_price_cents"] = "above the product's price"
     if body.ends_at <= body.starts_at:
         fields["ends_at"] = "must be after starts_at"
+    for name in ("starts_at", "ends_at"):
+        if not EARLIEST <= getattr(body, name) <= LATEST:
+            fields[name] = "must be between 2000 and 2100"
     if body.pow_bits and not body.requires_token:
         fields["pow_bits"] = "a proof of work needs requires_token"
     if body.user_rate_per_s and not body.user_burst:

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from ulid import ULID
 
 from seckill import metrics
-from seckill.catalog import SaleCache, utcnow
-from seckill.errors import Conflict, Overloaded, SeckillError, sale_not_found
+from seckill.catalog import SaleCache
+from seckill.errors import Conflict, Overloaded, SeckillError
 from seckill.keys import KeySpace
 from seckill.outbox import OutboxPump
-from seckill.sale_state import SaleState
+from seckill.sale_state import SaleState, refuse_missing
 from seckill.scripts import Attempt, PurchaseCode, PurchaseResult, RateDefaults, Scripts
 from seckill.soldout import SoldOutBoard
 
@@ -116,7 +116,7 @@ class Purchases:
         if code is PurchaseCode.SOLD_OUT:
             self.board.saw_sold_out(sale_id, result.quantity, result.order_json)
         elif code is PurchaseCode.NOT_LOADED:
-            await self._not_loaded(sale_id)
+            await refuse_missing(self.cache, self.state, sale_id)
         elif code is PurchaseCode.NOT_ADMITTED:
             place = result.quantity
             raise SeckillError(
@@ -128,15 +128,3 @@ class Purchases:
             raise SeckillError("pow_required", f"This sale needs a proof of work of "
                                f"{result.quantity} bits with the purchase token.", status=403)
         raise Conflict(code.value, _REFUSALS[code])
-
-    async def _not_loaded(self, sale_id: int) -> None:
-        """Redis has no state for this sale: unknown (404), over, or to be rebuilt (503)."""
-        sale = await self.cache.get(sale_id)
-        if sale is None:
-            raise sale_not_found()
-        if sale.cancelled:
-            raise Conflict("cancelled", _REFUSALS[PurchaseCode.CANCELLED])
-        if sale.ended(utcnow()):
-            raise Conflict("ended", _REFUSALS[PurchaseCode.ENDED])
-        self.state.rebuild_soon(sale)
-        raise Overloaded("This sale is being restored; try again in a moment.", retry_after=1)

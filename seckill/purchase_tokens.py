@@ -50,7 +50,8 @@ class PurchaseTokens:
         if len(token) > 200 or len(parts) != 5 or parts[0] != "pt1":
             raise invalid_token("The purchase token is malformed.")
         _, sale, expires, nonce, sig = parts
-        if not (sale.isdigit() and expires.isdigit()):
+        if not (sale.isascii() and sale.isdigit() and expires.isascii() and expires.isdigit()
+                and len(sale) <= 19 and len(expires) <= 16):
             raise invalid_token("The purchase token is malformed.")
         expected = _sign(self._secret, user_id, int(sale), int(expires), nonce)
         if not hmac.compare_digest(expected, sig):

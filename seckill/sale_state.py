@@ -13,11 +13,13 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import NoReturn
 
 import asyncpg
 from redis.asyncio import Redis
 
-from seckill.catalog import Q, Sale
+from seckill.catalog import Q, Sale, SaleCache, utcnow
+from seckill.errors import Conflict, Overloaded, sale_not_found
 from seckill.keys import KeySpace, idempotency_field
 from seckill.scripts import Holdings, LoadCode, SaleDefinition, Scripts
 
@@ -173,3 +175,16 @@ class SaleState:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+
+
+async def refuse_missing(cache: SaleCache, state: SaleState, sale_id: int) -> NoReturn:
+    """Redis has no state for this sale: unknown (404), over (409), or rebuilt now (503)."""
+    sale = await cache.get(sale_id)
+    if sale is None:
+        raise sale_not_found()
+    if sale.cancelled:
+        raise Conflict("cancelled", "This sale has been cancelled.")
+    if sale.ended(utcnow()):
+        raise Conflict("ended", "This sale has ended.")
+    state.rebuild_soon(sale)
+    raise Overloaded("This sale is being restored; try again in a moment.", retry_after=1)

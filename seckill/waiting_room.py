@@ -14,8 +14,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from seckill.errors import Conflict, NotFound, Overloaded
+from seckill.catalog import SaleCache
+from seckill.errors import Conflict, NotFound
 from seckill.keys import KeySpace
+from seckill.sale_state import SaleState, refuse_missing
 from seckill.schemas import from_ms, rfc3339
 from seckill.scripts import Script, ScriptRunner
 
@@ -45,6 +47,8 @@ class WaitingRoom:
     keys: KeySpace
     secret: bytes
     script: Script
+    cache: SaleCache
+    state: SaleState
 
     async def place(self, sale_id: int, user_id: str, *, join: bool) -> dict[str, Any]:
         keys = self.keys.sale(sale_id)
@@ -52,7 +56,7 @@ class WaitingRoom:
         code, place, now, starts, rate, stock = await self.run(
             self.script, [keys.state, keys.room], [user_id, repr(draw), "join" if join else "look"])
         if code == "not_loaded":
-            raise Overloaded("This sale is not available right now; try again in a moment.")
+            await refuse_missing(self.cache, self.state, sale_id)
         if code == "not_in_room":
             raise NotFound("not_in_waiting_room", "You have not joined this sale's waiting room.")
         if code in _REFUSALS:

@@ -88,7 +88,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
                      settings.address_rate_per_s, settings.address_burst),
         max_inflight=settings.max_inflight_purchases)
     app[WAITING_ROOM] = WaitingRoom(runner, keys, settings.jwt_secret.encode(),
-                                    Script.load("join_room"))
+                                    Script.load("join_room"), cache, state)
     app[ORDERS] = Orders(db, redis, keys, scripts)
     app[BROWSE] = Browse(db, cache, state)
     rebuilt = await state.rebuild_missing()

@@ -1,0 +1,314 @@
+"""Each Lua script through its typed wrapper, against real Redis, in a key prefix of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from seckill.keys import KeySpace, SaleKeys, idempotency_field
+from seckill.purchase import new_order_id
+from seckill.scripts import (
+    Attempt,
+    Holdings,
+    LoadCode,
+    PurchaseCode,
+    PurchaseResult,
+    ReleaseCode,
+    SaleDefinition,
+    ScriptRunner,
+    Scripts,
+)
+from tests.support import unique
+
+SALE_ID = 7
+HOUR_MS = 3_600_000
+
+
+@dataclass
+class Lua:
+    redis: Redis
+    space: KeySpace
+    keys: SaleKeys
+    scripts: Scripts
+    now_ms: int
+
+    def sale(self, **changes: Any) -> SaleDefinition:
+        """A live sale of 5 units, 2 per user; rate limits off unless a test turns them on."""
+        base = SaleDefinition(
+            stock=5, starts_ms=self.now_ms - HOUR_MS, ends_ms=self.now_ms + HOUR_MS,
+            per_user_limit=2, cancelled=False, price_cents=250, payment_timeout_s=900,
+            expire_at_s=self.now_ms // 1000 + 86_400, user_rate_per_s=0, user_burst=0)
+        return replace(base, **changes)
+
+    async def load(self, sale: SaleDefinition | None = None, *, update: bool = False,
+                   holdings: Holdings | None = None) -> tuple[LoadCode, int]:
+        return await self.scripts.load_sale(self.keys, sale or self.sale(), update=update,
+                                            holdings=holdings)
+
+    async def buy(self, user: str, quantity: int = 1, key: str | None = None) -> PurchaseResult:
+        return await self.scripts.purchase(
+            self.keys, Attempt(SALE_ID, user, quantity, new_order_id(SALE_ID), key))
+
+    async def release(self, order_id: str, user: str, quantity: int) -> ReleaseCode:
+        return await self.scripts.release(self.keys, order_id=order_id, user_id=user,
+                                          quantity=quantity, sale_id=SALE_ID,
+                                          channel=self.space.restock_channel)
+
+    async def remaining(self) -> int | None:
+        value = await self.redis.hget(self.keys.state, "remaining")
+        return None if value is None else int(value)
+
+    async def holders(self) -> dict[str, int]:
+        return {k: int(v) for k, v in (await self.redis.hgetall(self.keys.holders)).items()}
+
+    async def everything(self) -> dict[str, Any]:
+        """Every key of the sale, to prove a refusal wrote nothing."""
+        found: dict[str, Any] = {}
+        for name in await self.redis.keys(f"{self.space.prefix}:*"):
+            kind = await self.redis.type(name)
+            if kind == "hash":
+                found[name] = await self.redis.hgetall(name)
+            elif kind == "set":
+                found[name] = await self.redis.smembers(name)
+            elif kind == "zset":
+                found[name] = await self.redis.zrange(name, 0, -1, withscores=True)
+            else:
+                found[name] = kind
+        return found
+
+
+@pytest.fixture
+async def lua(redis: Redis) -> AsyncIterator[Lua]:
+    space = KeySpace(unique("lua"))
+    runner = ScriptRunner(redis)
+    seconds, micros = await redis.time()
+    yield Lua(redis, space, space.sale(SALE_ID), Scripts(runner),
+              seconds * 1000 + micros // 1000)
+    await runner.close()
+    keys = [k async for k in redis.scan_iter(f"{space.prefix}:*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+async def test_a_win_takes_stock_and_fills_the_outbox(lua: Lua) -> None:
+    assert await lua.load() == (LoadCode.CREATED, 5)
+    won = await lua.buy("alice", 2, key="k1")
+
+    assert (won.code, won.quantity) == (PurchaseCode.WON, 2)
+    order = json.loads(won.order_json)
+    assert order == {"order_id": won.order_id, "sale_id": str(SALE_ID), "user_id": "alice",
+                     "quantity": 2, "amount_cents": 500, "created_ms": order["created_ms"],
+                     "pay_by_ms": order["created_ms"] + 900_000, "idempotency_key": "k1"}
+    assert abs(order["created_ms"] - lua.now_ms) < 60_000
+    assert await lua.remaining() == 3
+    assert await lua.holders() == {"alice": 2}
+    assert await lua.redis.zrange(lua.keys.outbox, 0, -1, withscores=True) == [
+        (won.order_id, float(order["created_ms"]))]
+    assert await lua.redis.hgetall(lua.keys.orders) == {won.order_id: won.order_json}
+    assert await lua.redis.hgetall(lua.keys.idem) == {
+        idempotency_field("alice", "k1"): f"{won.order_id}:2"}
+
+    plain = await lua.buy("bob")
+    assert plain.code is PurchaseCode.WON
+    assert json.loads(plain.order_json)["idempotency_key"] == ""
+    assert len(await lua.redis.hgetall(lua.keys.idem)) == 1
+    assert await lua.remaining() == 2
+
+
+# Each case holds every refusal from its own onwards; the first in the contract's order wins.
+REFUSALS = {
+    "cancelled": dict(cancelled=True, starts_ms=+HOUR_MS, ends_ms=-HOUR_MS),
+    "not_started": dict(starts_ms=+HOUR_MS, ends_ms=-HOUR_MS),
+    "ended": dict(ends_ms=-HOUR_MS),
+    "limit_reached": {},
+    "sold_out": {},
+}
+
+
+@pytest.mark.parametrize("code", list(REFUSALS))
+async def test_refusals_come_in_the_contract_order(lua: Lua, code: str) -> None:
+    times = REFUSALS[code]
+    changes = {k: lua.now_ms + v if k.endswith("_ms") else v for k, v in times.items()}
+    # "full" holds the limit and the sale's whole stock: limit_reached for her,
+    # sold_out for anyone else.
+    sale = lua.sale(stock=2, per_user_limit=2, **changes)
+    assert await lua.load(sale, holdings=Holdings({"full": 2}, {}, [])) == (LoadCode.CREATED, 0)
+    before = await lua.everything()
+
+    user = "someone" if code == "sold_out" else "full"
+    refused = await lua.buy(user, 1, key="fresh-key")
+
+    assert refused.code is PurchaseCode(code)
+    assert refused.order_id == ""
+    assert await lua.everything() == before, "a refusal wrote to Redis"
+
+
+async def test_sold_out_and_limit_depend_on_the_quantity(lua: Lua) -> None:
+    await lua.load(lua.sale(stock=3, per_user_limit=2))
+    assert (await lua.buy("alice", 3)).code is PurchaseCode.LIMIT_REACHED
+    assert (await lua.buy("alice", 2)).code is PurchaseCode.WON
+    assert (await lua.buy("alice", 1)).code is PurchaseCode.LIMIT_REACHED
+    assert (await lua.buy("bob", 2)).code is PurchaseCode.SOLD_OUT
+    assert (await lua.buy("bob", 1)).code is PurchaseCode.WON
+    assert (await lua.buy("carol", 1)).code is PurchaseCode.SOLD_OUT
+    assert (await lua.remaining(), await lua.holders()) == (0, {"alice": 2, "bob": 1})
+
+
+@pytest.mark.parametrize("state", ["cancelled", "not_started", "ended", "sold_out", "limit"])
+async def test_replay_comes_before_every_refusal(lua: Lua, state: str) -> None:
+    await lua.load(lua.sale(stock=3, per_user_limit=2))
+    won = await lua.buy("alice", 2, key="k")
+    assert won.code is PurchaseCode.WON
+    if state == "sold_out":
+        assert (await lua.buy("bob", 1)).code is PurchaseCode.WON
+    elif state != "limit":
+        shifted = {"cancelled": dict(cancelled=True),
+                   "not_started": dict(starts_ms=lua.now_ms + HOUR_MS,
+                                       ends_ms=lua.now_ms + 2 * HOUR_MS),
+                   "ended": dict(ends_ms=lua.now_ms - 1)}[state]
+        assert (await lua.load(lua.sale(stock=3, per_user_limit=2, **shifted),
+                               update=True))[0] is LoadCode.UPDATED
+    before = await lua.everything()
+
+    replay = await lua.buy("alice", 2, key="k")
+    assert (replay.code, replay.order_id, replay.quantity) == (
+        PurchaseCode.REPLAY, won.order_id, 2)
+    conflict = await lua.buy("alice", 1, key="k")
+    assert (conflict.code, conflict.order_id, conflict.quantity) == (
+        PurchaseCode.IDEMPOTENCY_CONFLICT, won.order_id, 2)
+    assert await lua.everything() == before
+
+
+async def test_replay_survives_the_release_of_its_order(lua: Lua) -> None:
+    await lua.load()
+    won = await lua.buy("alice", 1, key="k")
+    assert await lua.release(won.order_id, "alice", 1) is ReleaseCode.RELEASED
+    replay = await lua.buy("alice", 1, key="k")
+    assert (replay.code, replay.order_id) == (PurchaseCode.REPLAY, won.order_id)
+    assert await lua.remaining() == 5
+
+
+async def test_rate_limit_comes_before_replay(lua: Lua) -> None:
+    await lua.load(lua.sale(user_rate_per_s=1, user_burst=1))
+    won = await lua.buy("alice", 1, key="k")
+    assert won.code is PurchaseCode.WON
+    limited = await lua.buy("alice", 1, key="k")
+    assert limited.code is PurchaseCode.RATE_LIMITED
+    assert 0 < limited.quantity <= 1000, "the wait in ms until a token is back"
+    assert (await lua.buy("bob", 1)).code is PurchaseCode.WON
+    assert (await lua.remaining(), await lua.holders()) == (3, {"alice": 1, "bob": 1})
+
+
+async def test_a_sale_without_state_is_not_loaded(lua: Lua) -> None:
+    before = await lua.everything()
+    result = await lua.buy("alice", 1, key="k")
+    assert (result.code, result.order_id) == (PurchaseCode.NOT_LOADED, "")
+    assert {k: v for k, v in (await lua.everything()).items() if ":rl:" not in k} == before
+    assert await lua.release(new_order_id(SALE_ID), "alice", 1) is ReleaseCode.NOT_LOADED
+    assert await lua.remaining() is None
+
+
+async def test_release_gives_units_back_exactly_once(lua: Lua) -> None:
+    await lua.load(lua.sale(per_user_limit=3))
+    first = await lua.buy("alice", 1)
+    second = await lua.buy("alice", 2)
+    assert await lua.remaining() == 2
+
+    assert await lua.release(second.order_id, "alice", 2) is ReleaseCode.RELEASED
+    assert (await lua.remaining(), await lua.holders()) == (4, {"alice": 1})
+    assert await lua.redis.smembers(lua.keys.released) == {second.order_id}
+    assert await lua.redis.hkeys(lua.keys.orders) == [first.order_id]
+    before = await lua.everything()
+    assert await lua.release(second.order_id, "alice", 2) is ReleaseCode.ALREADY
+    assert await lua.everything() == before
+
+    assert await lua.release(first.order_id, "alice", 1) is ReleaseCode.RELEASED
+    assert (await lua.remaining(), await lua.holders()) == (5, {})
+    # The units are buyable again, by anyone, up to the limit.
+    assert (await lua.buy("alice", 3)).code is PurchaseCode.WON
+    assert (await lua.buy("bob", 2)).code is PurchaseCode.WON
+    assert (await lua.buy("carol", 1)).code is PurchaseCode.SOLD_OUT
+
+
+async def test_concurrent_releases_of_one_order_count_once(lua: Lua) -> None:
+    await lua.load()
+    won = await lua.buy("alice", 2)
+    codes = await asyncio.gather(*(lua.release(won.order_id, "alice", 2) for _ in range(20)))
+    assert sorted(codes) == sorted([ReleaseCode.RELEASED] + [ReleaseCode.ALREADY] * 19)
+    assert (await lua.remaining(), await lua.holders()) == (5, {})
+
+
+async def test_load_sale_create_exists_update(lua: Lua) -> None:
+    holdings = Holdings({"alice": 2, "bob": 1}, {idempotency_field("alice", "k"): "X-7:2"},
+                        ["gone-7"])
+    assert await lua.load(holdings=holdings) == (LoadCode.CREATED, 2)
+    assert await lua.holders() == {"alice": 2, "bob": 1}
+    assert await lua.redis.smembers(lua.keys.released) == {"gone-7"}
+    replay = await lua.buy("alice", 2, key="k")
+    assert (replay.code, replay.order_id) == (PurchaseCode.REPLAY, "X-7")
+    assert await lua.release("gone-7", "alice", 2) is ReleaseCode.ALREADY
+
+    before = await lua.everything()
+    assert await lua.load(lua.sale(stock=50), holdings=Holdings({}, {}, [])) == (
+        LoadCode.EXISTS, 2)
+    assert await lua.everything() == before
+
+    assert await lua.load(lua.sale(stock=8, per_user_limit=4), update=True) == (
+        LoadCode.UPDATED, 5)
+    assert await lua.redis.hmget(lua.keys.state, "stock", "remaining", "limit") == [
+        "8", "5", "4"]
+    assert await lua.holders() == {"alice": 2, "bob": 1}
+    assert await lua.load(lua.sale(stock=3), update=True) == (LoadCode.UPDATED, 0)
+
+    before = await lua.everything()
+    code, _ = await lua.load(lua.sale(stock=2), update=True)
+    assert code is LoadCode.BELOW_HELD
+    assert await lua.everything() == before
+
+
+async def test_load_sale_update_without_state_is_not_loaded(lua: Lua) -> None:
+    assert (await lua.load(update=True))[0] is LoadCode.NOT_LOADED
+    assert await lua.everything() == {}
+
+
+async def test_load_sale_never_shows_negative_stock(lua: Lua) -> None:
+    code, remaining = await lua.load(lua.sale(stock=2), holdings=Holdings({"a": 3}, {}, []))
+    assert (code, remaining, await lua.remaining()) == (LoadCode.CREATED, 0, 0)
+
+
+async def test_load_sale_sets_every_key_to_expire(lua: Lua) -> None:
+    await lua.load(holdings=Holdings({"a": 1}, {idempotency_field("a", "k"): "X-7:1"}, ["r"]))
+    await lua.buy("b")
+    expire_at = lua.sale().expire_at_s
+    await lua.load(update=True)
+    for key in lua.keys.all():
+        assert await lua.redis.exists(key), key
+        assert abs(await lua.redis.expiretime(key) - expire_at) <= 1, key
+
+
+async def test_scripts_come_back_after_script_flush(lua: Lua) -> None:
+    await lua.load()
+    await lua.redis.script_flush()
+    assert (await lua.buy("alice")).code is PurchaseCode.WON
+
+    await lua.redis.script_flush()
+    results = await asyncio.gather(*(lua.buy(f"user{i}") for i in range(20)))
+    codes = [r.code for r in results]
+    assert codes.count(PurchaseCode.WON) == 4
+    assert codes.count(PurchaseCode.SOLD_OUT) == 16
+    assert await lua.remaining() == 0
+    assert sum((await lua.holders()).values()) == 5
+
+    await lua.redis.script_flush()
+    assert (await lua.load(update=True))[0] is LoadCode.UPDATED
+    winner = next(i for i, r in enumerate(results) if r.code is PurchaseCode.WON)
+    await lua.redis.script_flush()
+    assert await lua.release(results[winner].order_id, f"user{winner}", 1) \
+        is ReleaseCode.RELEASED
+    assert await lua.remaining() == 1

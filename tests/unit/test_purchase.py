@@ -1,0 +1,39 @@
+"""Order ids: a ULID, then the sale id, so a pending order can be found by its sale."""
+
+from __future__ import annotations
+
+import pytest
+from ulid import ULID
+
+from seckill.purchase import new_order_id, sale_of_order
+
+
+@pytest.mark.parametrize("sale_id", [1, 42, 10**12, 2**63 - 1])
+def test_an_order_id_names_its_sale(sale_id: int) -> None:
+    order_id = new_order_id(sale_id)
+    ulid, sep, sale = order_id.partition("-")
+    assert (sep, sale) == ("-", str(sale_id))
+    assert str(ULID.from_str(ulid)) == ulid
+    assert len(order_id) <= 64
+    assert sale_of_order(order_id) == sale_id
+
+
+def test_order_ids_are_unique_and_time_ordered() -> None:
+    ids = [new_order_id(5) for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    stamps = [ULID.from_str(i.partition("-")[0]).milliseconds for i in ids]
+    assert stamps == sorted(stamps)
+
+
+ULID_TEXT = str(ULID())
+
+
+@pytest.mark.parametrize("order_id", [
+    "", "abc", "-", "-5", ULID_TEXT, ULID_TEXT + "-", ULID_TEXT + "-0", ULID_TEXT + "-00",
+    ULID_TEXT + "-abc", ULID_TEXT + "--5", ULID_TEXT + "-5-6", ULID_TEXT + "-+5",
+    ULID_TEXT + "- 5", ULID_TEXT + "-" + "9" * 20, ULID_TEXT + "-9223372036854775808",
+    ULID_TEXT[:-1] + "-5", ULID_TEXT + "X-5", "U" * 26 + "-5", "8" + ULID_TEXT[1:] + "-5",
+    "o" * 300, ULID_TEXT + "-²", ULID_TEXT + "-٥", ULID_TEXT + "-５",
+])
+def test_ids_that_are_not_ours(order_id: str) -> None:
+    assert sale_of_order(order_id) is None
