@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 from redis.asyncio import Redis
 
 from seckill.settings import Settings
