@@ -65,6 +65,11 @@ class KeySpace:
         return f"{self.base}:restock"
 
     @property
+    def writers(self) -> str:
+        """Hash: order writer id -> "<messages held>:<ms>" (see seckill.drain)."""
+        return f"{self.base}:writers"
+
+    @property
     def active_sales(self) -> str:
         """Set of sale ids whose state is in Redis (the relay scans their outboxes)."""
         return f"{self.base}:sales"

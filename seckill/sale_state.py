@@ -19,6 +19,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from seckill.catalog import Q, Sale, SaleCache, utcnow
+from seckill.drain import wait_until_drained
 from seckill.errors import Conflict, Overloaded, sale_not_found
 from seckill.keys import KeySpace, idempotency_field
 from seckill.scripts import Holdings, LoadCode, SaleDefinition, Scripts
@@ -27,9 +28,6 @@ log = logging.getLogger(__name__)
 
 # Keys live on after the sale ends: idempotent replays are honoured at least this long.
 KEEP_AFTER_END = timedelta(days=2)
-DRAIN_TIMEOUT_S = 30.0
-# The queue must stay empty this long: the order worker commits what it prefetched.
-DRAIN_SETTLE_S = 1.0
 
 
 def definition(sale: Sale) -> SaleDefinition:
@@ -48,6 +46,7 @@ class SaleState:
     def __init__(self, redis: Redis, db: asyncpg.Pool, keys: KeySpace, scripts: Scripts, *,
                  queue_depth: Callable[[], Awaitable[int | None]] | None = None) -> None:
         self._queue_depth = queue_depth
+        self._drain: asyncio.Future[None] | None = None
         self._redis = redis
         self._db = db
         self._keys = keys
@@ -124,24 +123,14 @@ class SaleState:
         return False
 
     async def _wait_for_drain(self) -> None:
-        """Let order messages in flight reach PostgreSQL first: a rebuild counts only what
-        PostgreSQL and Redis know, and a message persisted after it would be a unit sold twice.
-        """
+        """Let orders in flight reach PostgreSQL first (see seckill.drain); concurrent
+        rebuilds share one wait."""
         if self._queue_depth is None:
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + DRAIN_TIMEOUT_S
-        quiet_since: float | None = None
-        while loop.time() < deadline:
-            depth = await self._queue_depth()
-            if depth == 0:
-                quiet_since = quiet_since or loop.time()
-                if loop.time() - quiet_since >= DRAIN_SETTLE_S:
-                    return
-            else:
-                quiet_since = None
-            await asyncio.sleep(0.2)
-        log.warning("order queue not drained after %.0f s; rebuilding anyway", DRAIN_TIMEOUT_S)
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.ensure_future(
+                wait_until_drained(self._redis, self._keys, self._queue_depth))
+        await asyncio.shield(self._drain)
 
     def rebuild_soon(self, sale: Sale) -> None:
         """Start one rebuild of the sale in the background, unless one is running."""
@@ -158,17 +147,21 @@ class SaleState:
         task.add_done_callback(done)
 
     async def rebuild_missing(self) -> list[int]:
-        """At startup: rebuild every scheduled or live sale that Redis lacks."""
+        """At startup: start rebuilding every scheduled or live sale that Redis lacks.
+
+        The rebuilds run in the background (they may wait for orders in flight); until one
+        is done, purchases of that sale are refused with 503."""
         rows = await self._db.fetch(Q["open_sales"], 100_000)
         sales = [Sale.from_row(r) for r in rows]
         present = await self.remaining([s.id for s in sales])
-        rebuilt = []
-        for sale in sales:
-            if present[sale.id] is None and await self.rebuild(sale):
-                rebuilt.append(sale.id)
-        return rebuilt
+        missing = [sale for sale in sales if present[sale.id] is None]
+        for sale in missing:
+            self.rebuild_soon(sale)
+        return [sale.id for sale in missing]
 
     async def close(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
         tasks = list(self._rebuilding.values())
         for t in tasks:
             t.cancel()

@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from seckill import metrics
 from seckill.broker import declare
+from seckill.drain import beacon
 from seckill.orders import Q
 from seckill.purchase import sale_of_order
 from seckill.schemas import MAX_CENTS, MAX_QUANTITY, from_ms
@@ -131,8 +135,12 @@ class OrderWriter:
         self._ctx = ctx
         self._stop = stop
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        # Messages received and not yet acked, nacked or rejected (told by the beacon).
+        self._holding = 0
+        self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._holding += 1
         self._inbox.put_nowait(message)
 
     async def run(self) -> None:
@@ -140,6 +148,9 @@ class OrderWriter:
         channel = await self._ctx.amqp.channel()
         await channel.set_qos(prefetch_count=settings.consumer_prefetch)
         _, queue = await declare(channel, self._ctx.topology)
+        beacon_stop = asyncio.Event()
+        beacon_task = asyncio.create_task(beacon(self._ctx.redis, self._ctx.keys, self._id,
+                                                 lambda: self._holding, beacon_stop))
         tag = await queue.consume(self._on_message)
         try:
             while not self._stop.is_set():
@@ -157,6 +168,8 @@ class OrderWriter:
                 await self.handle(rest)
             with contextlib.suppress(Exception):
                 await channel.close()
+            beacon_stop.set()
+            await beacon_task
 
     async def _collect(self) -> list[AbstractIncomingMessage]:
         settings = self._ctx.settings
@@ -188,6 +201,12 @@ class OrderWriter:
         return batch
 
     async def handle(self, batch: list[AbstractIncomingMessage]) -> None:
+        try:
+            await self._handle(batch)
+        finally:
+            self._holding -= len(batch)
+
+    async def _handle(self, batch: list[AbstractIncomingMessage]) -> None:
         parsed: list[tuple[AbstractIncomingMessage, list[Row], list[tuple[bytes, str]]]] = []
         for message in batch:
             try:

@@ -93,7 +93,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[BROWSE] = Browse(db, cache, state)
     rebuilt = await state.rebuild_missing()
     if rebuilt:
-        log.warning("rebuilt %d sales missing from Redis: %s", len(rebuilt), rebuilt)
+        log.warning("rebuilding %d sales missing from Redis: %s", len(rebuilt), rebuilt)
     background = [asyncio.create_task(pump.run(), name="outbox-pump"),
                   asyncio.create_task(board.listen(), name="restock-listener")]
     yield

@@ -157,10 +157,6 @@ async def test_redis_loses_one_sales_keys(cluster: Cluster, fault_db: asyncpg.Po
     assert figures.wins == figures.persisted == 300, "no oversell: total wins == stock"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: seckill/sale_state.py SaleState._wait_for_drain counts only the order queue's "
-    "ready messages; orders the writer took but has not committed are in no count, so the "
-    "rebuild restores their units as remaining and forgets their holders: oversold"))
 async def test_redis_loses_one_sales_keys_while_postgres_stalls(
         cluster: Cluster, fault_db: asyncpg.Pool) -> None:
     """The same loss while the order writer's commit is stuck (PostgreSQL stalls): the
