@@ -23,7 +23,8 @@
 -- ARGV[9..12] default user rate/s, user burst, address rate/s, address burst (used when the
 --             sale has no state, so that a flood is refused even then)
 --
--- Returns {code, order_id, n, extra}; code is one of
+-- Running it twice with the same order_id answers the same win (the runner may resend a
+-- call whose connection broke). Returns {code, order_id, n, extra}; code is one of
 --   won                    stock taken; n = quantity, extra = the order JSON as published
 --   rate_limited           n = milliseconds until the next attempt may pass
 --   replay                 the key already won: the original order_id and quantity
@@ -45,6 +46,10 @@ local user_bucket, addr_bucket, used_tokens, room = KEYS[6], KEYS[7], KEYS[8], K
 local user, qty = ARGV[1], tonumber(ARGV[2])
 local idem_field, idem_key, order_id, sale_id = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local token_nonce, pow = ARGV[7], tonumber(ARGV[8])
+
+-- This very attempt already won (its reply was lost with a connection): the same answer.
+local done = redis.call('HGET', orders, order_id)
+if done then return {'won', order_id, qty, done} end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -15,7 +15,9 @@ from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from seckill.keys import SaleKeys, idempotency_field
 from seckill.resources import lua_source
@@ -28,11 +30,14 @@ class Script:
     name: str
     source: str
     sha: str
+    # Running it twice has the effect of running it once: a call whose connection broke
+    # (and that may or may not have run) can be sent again.
+    idempotent: bool = True
 
     @classmethod
-    def load(cls, name: str) -> Script:
+    def load(cls, name: str, *, idempotent: bool = True) -> Script:
         source = lua_source(name)
-        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())
+        return cls(name, source, hashlib.sha1(source.encode()).hexdigest(), idempotent)
 
 
 _Call = tuple[Script, Sequence[str], Sequence[Arg], "asyncio.Future[Any]"]
@@ -67,7 +72,18 @@ class ScriptRunner:
 
     async def _run(self, batch: list[_Call]) -> None:
         try:
-            retry = await self._execute(batch)
+            try:
+                retry = await self._execute(batch)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                # A pooled connection died (Redis restarted, say). Send the idempotent calls
+                # once more on a fresh connection; fail the others.
+                retry = []
+                for call in batch:
+                    if not call[3].done() and not call[0].idempotent:
+                        _settle(call[3], exc=exc)
+                again = [call for call in batch if not call[3].done()]
+                if again:
+                    retry = await self._execute(again)
             if retry:
                 for script in {call[0] for call in retry}:
                     await self._redis.script_load(script.source)
@@ -250,7 +266,7 @@ class Scripts:
         self._release = Script.load("release")
         self._load_sale = Script.load("load_sale")
         self._snapshot = Script.load("snapshot")
-        self._adjust = Script.load("adjust_holdings")
+        self._adjust = Script.load("adjust_holdings", idempotent=False)
 
     async def purchase(self, keys: SaleKeys, a: Attempt,
                        defaults: RateDefaults = RateDefaults()) -> PurchaseResult:

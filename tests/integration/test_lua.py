@@ -312,3 +312,16 @@ async def test_scripts_come_back_after_script_flush(lua: Lua) -> None:
     assert await lua.release(results[winner].order_id, f"user{winner}", 1) \
         is ReleaseCode.RELEASED
     assert await lua.remaining() == 1
+
+
+async def test_a_resent_winning_attempt_answers_the_same_win(lua: Lua) -> None:
+    """The runner resends a call whose connection broke; the script may have run already."""
+    await lua.load()
+    attempt = Attempt(SALE_ID, "resent", 2, new_order_id(SALE_ID))
+    first = await lua.scripts.purchase(lua.keys, attempt)
+    again = await lua.scripts.purchase(lua.keys, attempt)
+    assert first.code is again.code is PurchaseCode.WON
+    assert (again.order_id, again.quantity, again.order_json) == \
+        (first.order_id, first.quantity, first.order_json)
+    assert await lua.remaining() == 3
+    assert await lua.holders() == {"resent": 2}
