@@ -71,8 +71,9 @@ class TokenVerifier:
         if iat is not None and (not _number(iat) or now < iat - self._leeway):
             raise Unauthorized("The token is not valid: issued in the future.")
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not 1 <= len(sub) <= 64:
-            raise Unauthorized("The token's subject must be a user id of 1 to 64 characters.")
+        if not isinstance(sub, str) or not 1 <= len(sub) <= 64 or not sub.isprintable():
+            raise Unauthorized("The token's subject must be a user id of 1 to 64 printable "
+                               "characters.")
         principal = Principal(sub, claims.get("role") == "operator")
         if len(self._cache) >= self._cache_size:
             self._cache.clear()

@@ -26,6 +26,8 @@ ORDERS_DUPLICATE = Counter("seckill_orders_duplicate_total",
                            "Order messages that were already in PostgreSQL (redeliveries)")
 ORDERS_DEAD_LETTERED = Counter("seckill_orders_dead_lettered_total",
                                "Order messages sent to the dead-letter queue")
+ORDERS_SUPERSEDED = Counter("seckill_orders_superseded_total",
+                            "Orders dropped because their Idempotency-Key was already ordered")
 ORDERS_EXPIRED = Counter("seckill_orders_expired_total", "Orders expired unpaid")
 UNITS_RETURNED = Counter("seckill_units_returned_total",
                          "Units given back to a sale by cancel or expiry")

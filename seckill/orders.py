@@ -127,15 +127,18 @@ class Orders:
     async def give_back(self, orders: list[Order] | list[asyncpg.Record]) -> int:
         """Return the units of cancelled/expired orders to Redis, once each; then mark them.
 
-        If Redis fails here the rows stay `units_returned = false` and the expiry worker's
-        sweep retries; the release script ignores an order it has already released.
+        If Redis fails here, or has no state for the sale (a rebuild may be under way), the
+        rows stay `units_returned = false` and the expiry worker's sweep retries; the release
+        script ignores an order it has already released, and a rebuild counts such an order
+        as released.
         """
         items = [_fields(o) for o in orders]
         codes = await asyncio.gather(*(
             self.scripts.release(self.keys.sale(sid), order_id=oid, user_id=uid, quantity=qty,
                                  sale_id=sid, channel=self.keys.restock_channel)
             for oid, sid, uid, qty in items))
-        returned = [oid for oid, _, _, _ in items]
+        returned = [item[0] for item, code in zip(items, codes, strict=True)
+                    if code is not ReleaseCode.NOT_LOADED]
         units = sum(item[3] for item, code in zip(items, codes, strict=True)
                     if code is ReleaseCode.RELEASED)
         if returned:

@@ -27,7 +27,7 @@ def invalid_token(message: str) -> SeckillError:
 
 
 def _sign(secret: bytes, user_id: str, sale_id: int, expires_ms: int, nonce: str) -> str:
-    mac = hmac.new(secret, f"pt1|{user_id}|{sale_id}|{expires_ms}|{nonce}".encode(),
+    mac = hmac.new(secret, f"pt1|{len(user_id)}:{user_id}|{sale_id}|{expires_ms}|{nonce}".encode(),
                    hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
@@ -47,7 +47,7 @@ class PurchaseTokens:
     def verify(self, token: str, user_id: str, sale_id: int) -> str:
         """The token's nonce, if it is ours, unexpired, and bound to this user and sale."""
         parts = token.split(".")
-        if len(token) > 200 or len(parts) != 5 or parts[0] != "pt1":
+        if len(token) > 200 or not token.isascii() or len(parts) != 5 or parts[0] != "pt1":
             raise invalid_token("The purchase token is malformed.")
         _, sale, expires, nonce, sig = parts
         if not (sale.isascii() and sale.isdigit() and expires.isascii() and expires.isdigit()
@@ -65,7 +65,8 @@ class PurchaseTokens:
 
 def pow_bits(token: str, solution: str) -> int:
     """Leading zero bits of sha256("<token>:<solution>")."""
-    if not solution or len(solution) > MAX_POW_LENGTH:
+    if not solution or len(solution) > MAX_POW_LENGTH or not solution.isascii() \
+            or not token.isascii():
         return 0
     digest = int.from_bytes(hashlib.sha256(f"{token}:{solution}".encode()).digest(), "big")
     return 256 - digest.bit_length()

@@ -17,6 +17,7 @@ deltas (so purchases made meanwhile are kept).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -34,7 +35,8 @@ from seckill.settings import Settings
 log = logging.getLogger(__name__)
 
 HELD = ("pending", "created", "paid")
-ORPHAN_AGE_MS = 10_000  # a pending record older than this, not in PostgreSQL: republish it
+ORPHAN_AGE_MS = 10_000
+LOCK_TTL_S = 120  # a pending record older than this, not in PostgreSQL: republish it
 
 
 @dataclass
@@ -137,8 +139,25 @@ async def reconcile(ctx: WorkerContext, sale_id: int, *, repair: bool) -> Report
         report = Report(str(sale_id), redis_state="unknown")
         report.problems.append("no sale has this id")
         return report
+    if not repair:
+        return (await inspect(ctx, sale))[0]
+    # One repair of a sale at a time, across processes: deltas applied twice would oversell.
+    lock = ctx.redis.lock(ctx.keys.sale(sale.id).tag + ":reconcile", timeout=LOCK_TTL_S,
+                          blocking_timeout=LOCK_TTL_S)
+    if not await lock.acquire():
+        report = Report(str(sale_id))
+        report.problems.append("another reconcile of this sale is running")
+        return report
+    try:
+        return await _repair(ctx, sale)
+    finally:
+        with contextlib.suppress(Exception):
+            await lock.release()
+
+
+async def _repair(ctx: WorkerContext, sale: Sale) -> Report:
     report, seen = await inspect(ctx, sale)
-    if not repair or report.consistent:
+    if report.consistent:
         return report
     keys = ctx.keys.sale(sale.id)
     done: list[str] = []

@@ -15,13 +15,16 @@ MAX_CENTS = 10**10  # 100 million in currency units: far beyond any real price
 MAX_STOCK = 10_000_000
 MAX_QUANTITY = 100
 
-Sku = Annotated[str, Meta(min_length=1, max_length=64)]
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
+# Printable text (no control characters: PostgreSQL refuses NUL, logs and UIs the rest).
+_LINE = r"^[^\x00-\x1f\x7f]*$"
+_TEXT = r"^[^\x00]*$"
+Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=_LINE)]
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_LINE)]
 Cents = Annotated[int, Meta(ge=0, le=MAX_CENTS)]
 Stock = Annotated[int, Meta(ge=1, le=MAX_STOCK)]
 Limit = Annotated[int, Meta(ge=1, le=MAX_QUANTITY)]
 TimeoutS = Annotated[int, Meta(ge=1, le=7 * 24 * 3600)]
-Title = Annotated[str, Meta(max_length=200)]
+Title = Annotated[str, Meta(max_length=200, pattern=_LINE)]
 Rate = Annotated[int, Meta(ge=0, le=1_000_000)]
 PowBits = Annotated[int, Meta(ge=0, le=24)]
 IdField = str | int
@@ -31,7 +34,7 @@ class ProductIn(msgspec.Struct, kw_only=True):
     sku: Sku
     name: Name
     price_cents: Cents
-    description: Annotated[str, Meta(max_length=5000)] = ""
+    description: Annotated[str, Meta(max_length=5000, pattern=_TEXT)] = ""
 
 
 class SaleIn(msgspec.Struct, kw_only=True):

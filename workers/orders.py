@@ -108,19 +108,11 @@ def parse_message(body: bytes) -> tuple[list[Row], list[tuple[bytes, str]]]:
     return rows, poison
 
 
-# Errors after which the same write can succeed later: keep the batch and retry.
-TRANSIENT = (
-    OSError,
-    TimeoutError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.SerializationError,
-    asyncpg.exceptions.DeadlockDetectedError,
-)
+def refused_for_good(exc: BaseException) -> bool:
+    """PostgreSQL refused the data itself (SQLSTATE class 22, data exception, or 23,
+    integrity violation): no retry can store it. Anything else (connection lost, read-only
+    standby, lock timeout, shutdown...) may pass later, so the batch is kept and retried."""
+    return isinstance(exc, asyncpg.PostgresError) and str(exc.sqlstate or "")[:2] in ("22", "23")
 
 
 async def insert(db: asyncpg.Pool, rows: list[Row]) -> int:
@@ -223,9 +215,11 @@ class OrderWriter:
                     await message.nack(requeue=True)
             return
         await self._forget_pending([r for r in rows if r.order_id not in refused])
+        if refused:
+            await self._give_back([r for r in rows if r.order_id in refused])
         for message, message_rows, poison in parsed:
             dead = poison + [(_row_json(r), refused[r.order_id]) for r in message_rows
-                             if r.order_id in refused]
+                             if refused.get(r.order_id)]
             if dead and not await self._dead_letter_orders(message, dead):
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
@@ -239,7 +233,7 @@ class OrderWriter:
         unique = list({row.order_id: row for row in rows}.values())
         try:
             inserted = await self._insert(unique)
-        except asyncpg.PostgresError as exc:
+        except asyncpg.PostgresError as exc:  # refused for good (see _insert)
             log.warning("batch refused (%r); storing its orders one by one", exc)
             return await self._store_one_by_one(unique)
         if inserted is None:
@@ -254,7 +248,9 @@ class OrderWriter:
         while True:
             try:
                 return await insert(self._ctx.db, rows)
-            except TRANSIENT as exc:
+            except Exception as exc:
+                if refused_for_good(exc):
+                    raise
                 if self._stop.is_set():
                     log.warning("PostgreSQL unavailable while stopping; %d orders go back to "
                                 "the queue: %r", len(rows), exc)
@@ -267,6 +263,15 @@ class OrderWriter:
         for row in rows:
             try:
                 inserted = await self._insert([row])
+            except asyncpg.UniqueViolationError as exc:
+                # Another order of this (sale, user, Idempotency-Key) is stored: Redis had lost
+                # the key's answer and sold twice. The later order is dropped, its units
+                # given back.
+                log.error("order %s duplicates an Idempotency-Key already ordered (%s); its "
+                          "units go back on sale", row.order_id, exc.constraint_name)
+                metrics.ORDERS_SUPERSEDED.inc()
+                refused[row.order_id] = ""
+                continue
             except asyncpg.PostgresError as exc:
                 refused[row.order_id] = repr(exc)
                 continue
@@ -287,6 +292,20 @@ class OrderWriter:
             log.warning("could not dead-letter (will retry the message): %r", exc)
             return False
         return True
+
+    async def _give_back(self, rows: list[Row]) -> None:
+        """Units of orders PostgreSQL refused for good go back on sale (and their pending
+        records go, so reconcile does not republish them)."""
+        keys = self._ctx.keys
+        try:
+            await asyncio.gather(*(
+                self._ctx.scripts.release(keys.sale(r.sale_id), order_id=r.order_id,
+                                          user_id=r.user_id, quantity=r.quantity,
+                                          sale_id=r.sale_id, channel=keys.restock_channel)
+                for r in rows))
+        except Exception as exc:
+            log.warning("could not give back the units of %d refused orders: %r", len(rows),
+                        exc)
 
     async def _forget_pending(self, rows: list[Row]) -> None:
         """Drop the Redis pending records of committed orders (best effort)."""

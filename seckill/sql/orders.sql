@@ -5,7 +5,7 @@ INSERT INTO orders (order_id, sale_id, user_id, quantity, amount_cents, idempote
                     created_at, pay_by)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::int[], $5::bigint[],
                      $6::text[], $7::timestamptz[], $8::timestamptz[])
-ON CONFLICT DO NOTHING
+ON CONFLICT (order_id) DO NOTHING
 RETURNING order_id;
 
 -- name: get_order
@@ -41,10 +41,11 @@ WHERE o.order_id = due.order_id
 RETURNING o.order_id, o.sale_id, o.user_id, o.quantity;
 
 -- name: unreturned
-SELECT order_id, sale_id, user_id, quantity
-FROM orders
-WHERE status IN ('cancelled', 'expired') AND NOT units_returned
-  AND coalesce(cancelled_at, expired_at) < clock_timestamp() - make_interval(secs => $1)
+SELECT o.order_id, o.sale_id, o.user_id, o.quantity
+FROM orders o JOIN sales s ON s.id = o.sale_id
+WHERE o.status IN ('cancelled', 'expired') AND NOT o.units_returned
+  AND coalesce(o.cancelled_at, o.expired_at) < clock_timestamp() - make_interval(secs => $1)
+  AND s.ends_at > now() - interval '2 days'  -- older sales have no Redis state left
 LIMIT $2;
 
 -- name: mark_returned

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from seckill.appkeys import OPERATIONS
 from seckill.catalog import utcnow
-from seckill.errors import sale_not_found
+from seckill.errors import InvalidRequest, sale_not_found
 from seckill.schemas import ProductIn, SaleIn, SalePatch
 from seckill.web.middleware import json_response
 from seckill.web.request import body, operator, path_id
@@ -60,6 +60,7 @@ async def audit_trail(request: web.Request) -> web.Response:
     """Operator actions, newest first; `?target=sale:42` narrows to one object."""
     operator(request)
     target = request.query.get("target")
-    if target is not None and len(target) > 100:
-        target = None
+    if target is not None and (len(target) > 100 or not target.isprintable()):
+        raise InvalidRequest("target must be up to 100 printable characters, e.g. sale:42.",
+                             {"target": "up to 100 printable characters"})
     return json_response({"entries": await request.app[OPERATIONS].audit_trail(target)})

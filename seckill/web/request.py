@@ -50,7 +50,8 @@ def client_address(request: web.Request, trusted: tuple[str, ...]) -> str | None
     peer = request.remote
     if not trusted or peer is None or not _is_trusted(peer, trusted):
         return peer
-    forwarded = request.headers.get("X-Forwarded-For", "")
+    # Every X-Forwarded-For line, in order: a proxy may append a line of its own.
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
     for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
         if not _valid(hop):
             return peer  # a malformed chain is not believed

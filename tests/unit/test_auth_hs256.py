@@ -37,7 +37,8 @@ def _pyjwt_accepts(token: str) -> bool:
     except jwt.PyJWTError:
         return False
     sub = claims.get("sub")
-    return isinstance(sub, str) and 1 <= len(sub) <= 64
+    # Our policy on top of PyJWT: a user id is 1 to 64 printable characters.
+    return isinstance(sub, str) and 1 <= len(sub) <= 64 and sub.isprintable()
 
 
 def _ours_accepts(token: str) -> bool:
