@@ -64,6 +64,8 @@ class SoldOutBoard:
         self._ttl = ttl_s
         self._entries: dict[int, _Entry] = {}
         self._loading: set[int] = set()
+        # Restock messages seen: an entry loaded while one arrived may be stale already.
+        self._restocks_seen = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     def refuses(self, sale_id: int, user_id: str, quantity: int) -> int | None:
@@ -98,6 +100,7 @@ class SoldOutBoard:
 
     async def _load(self, sale_id: int, restocks: str) -> None:
         keys = self._keys.sale(sale_id)
+        seen = self._restocks_seen
         try:
             pipe = self._redis.pipeline(transaction=True)
             pipe.hmget(keys.state, "remaining", "restocks", "limit", "starts_ms", "ends_ms",
@@ -107,7 +110,8 @@ class SoldOutBoard:
              token, room), holders = await pipe.execute()
             if remaining is None or int(remaining) != 0 or cancelled == "1" \
                     or (now_restocks or "0") != restocks \
-                    or int(a_rate or 0) > 0 or token == "1" or room == "1":
+                    or int(a_rate or 0) > 0 or token == "1" or room == "1" \
+                    or self._restocks_seen != seen:
                 return
             self._entries[sale_id] = _Entry(
                 restocks, frozenset(holders), int(limit), int(starts), int(ends),
@@ -118,6 +122,7 @@ class SoldOutBoard:
             self._loading.discard(sale_id)
 
     def forget(self, sale_id: int) -> None:
+        self._restocks_seen += 1
         self._entries.pop(sale_id, None)
 
     async def listen(self) -> None:

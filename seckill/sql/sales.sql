@@ -59,7 +59,7 @@ UPDATE sales SET cancelled_at = coalesce(cancelled_at, now()), updated_at = now(
 WHERE id = $1;
 
 -- name: sale_orders
-SELECT order_id, user_id, quantity, status, idempotency_key, created_at, units_returned
+SELECT order_id, sale_id, user_id, quantity, status, idempotency_key, created_at, units_returned
 FROM orders WHERE sale_id = $1;
 
 -- name: sale_units

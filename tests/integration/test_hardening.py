@@ -132,3 +132,16 @@ async def test_a_cancel_while_the_sale_is_missing_returns_its_units_after_the_re
 async def _no_unreturned(api: Api, sale_id: str) -> bool:
     stats = await api.stats(sale_id)
     return bool(stats["remaining"] + stats["reserved"] == 3)
+
+
+async def test_every_key_of_a_sale_expires_after_it_ends(api: Api, redis: Redis,
+                                                         settings: Settings) -> None:
+    from workers.reconcile import reconcile_all
+
+    sale = await api.create_sale(stock=3, per_user_limit=2)
+    assert (await api.purchase(sale["id"], "keeper", key="k"))[0] == 202
+    keys = KeySpace(settings.redis_prefix).sale(int(sale["id"]))
+    async with open_context(settings) as ctx:
+        await reconcile_all(ctx)
+    for key in (keys.state, keys.holders, keys.idem):
+        assert await redis.ttl(key) > 0, key
