@@ -133,15 +133,23 @@ class ConfirmedPublisher:
             await self._channel.close()
 
 
-async def queue_depth(connection: AbstractRobustConnection, topo: Topology) -> int | None:
-    """Messages waiting in the order queue; None when RabbitMQ cannot be asked."""
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    messages: int   # ready: not delivered to a consumer (unacknowledged ones are not counted)
+    consumers: int
+
+
+async def queue_state(connection: AbstractRobustConnection, topo: Topology
+                      ) -> QueueState | None:
+    """The order queue's ready messages and consumers; None when RabbitMQ cannot be asked."""
     try:
         channel = await asyncio.wait_for(connection.channel(), 5)
     except Exception:
         return None
     try:
         _, queue = await asyncio.wait_for(declare(channel, topo), 5)
-        return int(queue.declaration_result.message_count or 0)
+        result = queue.declaration_result
+        return QueueState(int(result.message_count or 0), int(result.consumer_count or 0))
     except Exception:
         return None
     finally:

@@ -24,7 +24,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from seckill.broker import queue_depth
+from seckill.broker import queue_state
 from seckill.catalog import Q, Sale, get_sale
 from seckill.context import WorkerContext, open_context
 from seckill.sale_state import SaleState
@@ -68,7 +68,8 @@ class Report:
 
 
 async def queue_ready(ctx: WorkerContext) -> int | None:
-    return await queue_depth(ctx.amqp, ctx.topology)
+    state = await queue_state(ctx.amqp, ctx.topology)
+    return None if state is None else state.messages
 
 
 async def inspect(ctx: WorkerContext, sale: Sale) -> tuple[Report, dict[str, Any]]:
@@ -171,7 +172,7 @@ async def _repair(ctx: WorkerContext, sale: Sale) -> Report:
 
     if report.redis_state == "missing":
         state = SaleState(ctx.redis, ctx.db, ctx.keys, ctx.scripts,
-                          queue_depth=lambda: queue_ready(ctx))
+                          queue_state=lambda: queue_state(ctx.amqp, ctx.topology))
         if await state.rebuild(sale):
             done.append("rebuilt the sale in Redis from PostgreSQL")
     else:

@@ -18,6 +18,7 @@ from typing import NoReturn
 import asyncpg
 from redis.asyncio import Redis
 
+from seckill.broker import QueueState
 from seckill.catalog import Q, Sale, SaleCache, utcnow
 from seckill.drain import wait_until_drained
 from seckill.errors import Conflict, Overloaded, sale_not_found
@@ -44,8 +45,8 @@ def definition(sale: Sale) -> SaleDefinition:
 
 class SaleState:
     def __init__(self, redis: Redis, db: asyncpg.Pool, keys: KeySpace, scripts: Scripts, *,
-                 queue_depth: Callable[[], Awaitable[int | None]] | None = None) -> None:
-        self._queue_depth = queue_depth
+                 queue_state: Callable[[], Awaitable[QueueState | None]] | None = None) -> None:
+        self._queue_state = queue_state
         self._drain: asyncio.Future[None] | None = None
         self._redis = redis
         self._db = db
@@ -125,11 +126,11 @@ class SaleState:
     async def _wait_for_drain(self) -> None:
         """Let orders in flight reach PostgreSQL first (see seckill.drain); concurrent
         rebuilds share one wait."""
-        if self._queue_depth is None:
+        if self._queue_state is None:
             return
         if self._drain is None or self._drain.done():
             self._drain = asyncio.ensure_future(
-                wait_until_drained(self._redis, self._keys, self._queue_depth))
+                wait_until_drained(self._redis, self._keys, self._queue_state))
         await asyncio.shield(self._drain)
 
     def rebuild_soon(self, sale: Sale) -> None:

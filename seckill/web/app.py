@@ -27,7 +27,7 @@ from seckill.appkeys import (
     WAITING_ROOM,
 )
 from seckill.auth import TokenVerifier
-from seckill.broker import ConfirmedPublisher, Topology, queue_depth
+from seckill.broker import ConfirmedPublisher, Topology, queue_state
 from seckill.browse import Browse
 from seckill.catalog import SaleCache
 from seckill.connections import open_amqp, open_db, open_redis
@@ -75,7 +75,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     cache = SaleCache(db)
     topology = Topology(settings.amqp_prefix, settings.delivery_limit)
     state = SaleState(redis, db, keys, scripts,
-                      queue_depth=lambda: queue_depth(app[AMQP], topology))
+                      queue_state=lambda: queue_state(app[AMQP], topology))
     publisher = ConfirmedPublisher(app[AMQP], topology, settings.publish_timeout_s)
     pump = OutboxPump(publisher, redis, keys)
     app[KEYS], app[SCRIPTS], app[SALE_CACHE], app[SALE_STATE], app[PUMP] = (
