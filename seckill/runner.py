@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -20,6 +21,19 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
+def tune_gc() -> None:
+    """Fewer, cheaper collections for a long-running server.
+
+    The caches of a flash sale (verified tokens, per-user buckets, holders) hold hundreds of
+    thousands of small objects; with the default thresholds, full collections walk them all
+    every few thousand requests and show up as 100 ms stalls at the 99th percentile. Objects
+    alive after start-up are frozen out of collection; young collections run 50x less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(35_000, 20, 100)
+
+
 def install_stop_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -34,6 +48,7 @@ async def serve_until(settings: Settings, stop: asyncio.Event, *, reuse_port: bo
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
+    tune_gc()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port,
                            backlog=4096)

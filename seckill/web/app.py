@@ -43,7 +43,7 @@ from seckill.settings import Settings
 from seckill.soldout import SoldOutBoard
 from seckill.waiting_room import WaitingRoom
 from seckill.web import admin, health, shop
-from seckill.web.middleware import envelope
+from seckill.web.middleware import UNMATCHED, guard, unmatched
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
@@ -108,13 +108,16 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[envelope], client_max_size=MAX_BODY,
+    app = web.Application(client_max_size=MAX_BODY,
                           handler_args={"max_field_size": 8190, "max_line_size": 8190})
     app[SETTINGS] = settings
     app[VERIFIER] = TokenVerifier(settings.jwt_secret, leeway_s=settings.jwt_leeway_s)
     app[PURCHASE_TOKENS] = PurchaseTokens(settings.jwt_secret)
     app.cleanup_ctx.extend([_redis_ctx, _db_ctx, _amqp_ctx, _core_ctx])
-    app.add_routes(health.routes)
-    app.add_routes(shop.routes)
-    app.add_routes(admin.routes)
+    for table in (health.routes, shop.routes, admin.routes):
+        for route in table:
+            assert isinstance(route, web.RouteDef)
+            app.router.add_route(route.method, route.path, guard(route.path, route.handler),
+                                 **route.kwargs)
+    app.router.add_route("*", UNMATCHED, guard("unmatched", unmatched))
     return app

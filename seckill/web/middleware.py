@@ -56,52 +56,76 @@ def error_response(status: int, code: str, message: str, *,
     return json_response(body, status, headers)
 
 
-def _route(request: web.Request) -> str:
-    info = request.match_info
-    if info.http_exception is not None or info.route.resource is None:
-        return "unmatched"
-    return info.route.resource.canonical
+def guard(route: str, handler: Handler) -> Handler:
+    """Wrap a handler: every error as the envelope, a bound on its time, request metrics.
 
+    A wrapper per route rather than an aiohttp middleware: the middleware machinery costs
+    the purchase path about a tenth of its throughput.
+    """
+    bounded = route not in _SELF_BOUNDED
 
-@web.middleware
-async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    route = _route(request)
-    try:
-        if route in _SELF_BOUNDED:
-            response = await handler(request)
-        else:
-            async with asyncio.timeout(request.app[SETTINGS].request_timeout_s):
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            if bounded:
+                async with asyncio.timeout(request.app[SETTINGS].request_timeout_s):
+                    response = await handler(request)
+            else:
                 response = await handler(request)
-    except SeckillError as exc:
-        response = error_response(exc.status, exc.code, exc.message, fields=exc.fields,
-                                  retry_after=exc.retry_after)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        if exc.status == 404:
-            message = "There is nothing at this address."
-        elif exc.status == 405:
-            message = f"{request.method} is not allowed here."
-        else:
-            message = exc.reason or "The request was refused."
-        response = error_response(exc.status, code, message)
-        if exc.status == 405 and "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-    except _UNAVAILABLE as exc:
-        log.warning("backing service unavailable on %s %s: %r", request.method, request.path,
-                    exc)
-        response = error_response(503, "overloaded",
-                                  "A backing service is unavailable; try again shortly.",
-                                  retry_after=1)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = error_response(500, "internal_error",
-                                  "Something went wrong on our side; the request may be retried.")
-    _count(request.method, route, response.status, time.perf_counter() - started)
+        except SeckillError as exc:
+            response = error_response(exc.status, exc.code, exc.message, fields=exc.fields,
+                                      retry_after=exc.retry_after)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = _http_error(request, exc.status, exc.reason)
+        except _UNAVAILABLE as exc:
+            log.warning("backing service unavailable on %s %s: %r", request.method,
+                        request.path, exc)
+            response = error_response(503, "overloaded",
+                                      "A backing service is unavailable; try again shortly.",
+                                      retry_after=1)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            response = error_response(
+                500, "internal_error",
+                "Something went wrong on our side; the request may be retried.")
+        _count(request.method, route, response.status, time.perf_counter() - started)
+        return response
+
+    return guarded
+
+
+def _http_error(request: web.Request, status: int, reason: str | None,
+                allow: list[str] | None = None) -> web.Response:
+    code = _HTTP_CODES.get(status, "http_error")
+    if status == 404:
+        message = "There is nothing at this address."
+    elif status == 405:
+        message = f"{request.method} is not allowed here."
+    else:
+        message = reason or "The request was refused."
+    response = error_response(status, code, message)
+    if allow:
+        response.headers["Allow"] = ", ".join(sorted(allow))
     return response
 
+
+async def unmatched(request: web.Request) -> web.StreamResponse:
+    """The last route: 405 with Allow when another route has this path, else 404."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.canonical == UNMATCHED:
+            continue
+        match, methods = await resource.resolve(request)
+        if match is None:
+            allowed |= methods
+    if allowed:
+        return _http_error(request, 405, None, sorted(allowed))
+    return _http_error(request, 404, None)
+
+
+UNMATCHED = "/{tail:.*}"
 
 # The purchase waits only on Redis, whose client bounds every wait (pool and socket
 # timeouts): an asyncio.timeout per request would cost it ~5% of its throughput.
