@@ -89,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
               + (f": {', '.join(report.applied)}" if report.applied else "; nothing to do"))
         return 0
 
+    if args.command in ("serve", "worker", "reconcile"):
+        from seckill.migrate import pending
+
+        todo = asyncio.run(pending(settings.database_url))
+        if todo is None or todo:
+            return _fail("the database is not migrated"
+                         + (f" ({', '.join(todo)} pending)" if todo else " (it does not exist)")
+                         + ": run `seckill migrate` first.")
     settings.warn_if_insecure()
     if args.command == "serve":
         from seckill.runner import serve_processes

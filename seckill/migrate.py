@@ -86,3 +86,18 @@ async def migrate(url: str) -> MigrationReport:
     finally:
         await conn.close()
     return MigrationReport(created, applied)
+
+
+async def pending(url: str) -> list[str] | None:
+    """Migrations not applied yet; None when the database does not exist."""
+    try:
+        conn = await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        return None
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")} \
+            if exists else set()
+    finally:
+        await conn.close()
+    return [version for version, _ in migration_files() if version not in done]
