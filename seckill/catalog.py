@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -157,16 +158,25 @@ class SaleCache:
         self._ttl = ttl_s
         self._max = max_entries
         self._entries: dict[int, tuple[float, Sale | None]] = {}
+        self._loading: dict[int, asyncio.Future[Sale | None]] = {}
 
     async def get(self, sale_id: int) -> Sale | None:
-        now = time.monotonic()
         hit = self._entries.get(sale_id)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        # One query per sale at a time: when an entry lapses under load, the requests that
+        # find it stale share the same read instead of each asking PostgreSQL.
+        loading = self._loading.get(sale_id)
+        if loading is None:
+            loading = self._loading[sale_id] = asyncio.ensure_future(self._load(sale_id))
+            loading.add_done_callback(lambda _: self._loading.pop(sale_id, None))
+        return await asyncio.shield(loading)
+
+    async def _load(self, sale_id: int) -> Sale | None:
         sale = await get_sale(self._db, sale_id)
         if len(self._entries) >= self._max:
             self._entries.clear()
-        self._entries[sale_id] = (now + self._ttl, sale)
+        self._entries[sale_id] = (time.monotonic() + self._ttl, sale)
         return sale
 
     def put(self, sale: Sale) -> None:
