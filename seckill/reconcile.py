@@ -85,7 +85,9 @@ async def inspect(ctx: WorkerContext, sale: Sale) -> tuple[Report, dict[str, Any
     in_pg = {r["order_id"] for r in rows}
 
     pending = [json.loads(raw) for raw in snap.pending]
-    report.orphaned = sorted(
+    # While messages wait in the queue (workers down or behind), a pending win may be among
+    # them: republishing would only pile duplicates on the backlog.
+    report.orphaned = [] if report.queue_ready != 0 else sorted(
         p["order_id"] for p in pending
         if p["order_id"] not in in_pg and p["order_id"] not in snap.outbox
         and snap.now_ms - int(p["created_ms"]) > ORPHAN_AGE_MS)
