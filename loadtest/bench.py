@@ -3,12 +3,14 @@
 Creates a private environment (database `seckill_bench_<tag>`, Redis prefix, AMQP prefix),
 starts the reference server, then `seckill serve` and `seckill worker`, and drives each with
 the same generator (wrk when installed, else the built-in asyncio one in its own process).
-Prints a table (req/s, p50, p99, errors, ratio to the reference, CPU shares), an end-to-end
-sale, and the worker's order-persistence throughput; writes everything as JSON to
-loadtest/results/. Every phase is bounded in time; load goes to 127.0.0.1 only. It never
-gates on a timing: the only failures are broken invariants (oversold, lost or extra orders).
+Prints a table (req/s, p50, p99, errors, ratio to the reference, CPU shares), a second one
+of what each defence (rate limits, purchase tokens, waiting room) costs on the purchase
+path, an end-to-end sale, and the worker's order-persistence throughput; writes everything
+as JSON to loadtest/results/. Every phase is bounded in time; load goes to 127.0.0.1 only.
+It never gates on a timing: the only failures are broken invariants (oversold, lost or extra
+orders).
 
-    python -m loadtest.bench                      # quick run (about two minutes)
+    python -m loadtest.bench                      # quick run (about four minutes)
     python -m loadtest.bench --duration 30 --units 10000 --shoppers 100000
 """
 
@@ -51,8 +53,33 @@ from loadtest.processes import (
 )
 from loadtest.tokens import TokenBook
 from seckill.keys import KeySpace
+from seckill.purchase_tokens import TOKEN_TTL_S, PurchaseTokens
 
 HUGE_STOCK = 10_000_000  # the most a sale may hold
+WIDE_OPEN = 1_000_000  # the highest rate a sale takes: a limit that never refuses here
+NO_LIMITS = {"user_rate_per_s": 0, "user_burst": 0}
+ADDRESS_LIMIT = {"address_rate_per_s": WIDE_OPEN, "address_burst": WIDE_OPEN}
+
+
+@dataclass(frozen=True, slots=True)
+class Defence:
+    """One sale configuration of the defences phase: SaleIn fields, sent as given."""
+    name: str
+    settings: dict[str, Any]
+    sold_out: bool = False  # the sold-out path (stock 1, sold) instead of the winning one
+
+
+# Rows 4 and 5 add their defence to "no defences" alone: the ratio is that defence's cost.
+DEFENCES = (
+    Defence("no defences", NO_LIMITS),
+    Defence("per-user rate limit", {}),  # the sale's defaults
+    Defence("+ per-address rate limit", ADDRESS_LIMIT),
+    Defence("purchase token", {**NO_LIMITS, "requires_token": True}),
+    Defence("waiting room", {**NO_LIMITS, "waiting_room": True, "admit_per_s": WIDE_OPEN}),
+    Defence("no defences", NO_LIMITS, sold_out=True),
+    Defence("per-user rate limit", {}, sold_out=True),
+    Defence("+ per-address rate limit", ADDRESS_LIMIT, sold_out=True),
+)
 
 
 def purchase(sale_id: str) -> Template:
@@ -65,6 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=8.0,
                    help="seconds of load per scenario (default 8)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up (default 1)")
+    p.add_argument("--defence-duration", type=float, default=None,
+                   help="seconds of load per configuration of the defences phase "
+                        "(default: --duration)")
     p.add_argument("--connections", type=int, default=64, help="keep-alive connections (64)")
     p.add_argument("--processes", type=int, default=1,
                    help="front-door processes, for the reference and seckill alike (1)")
@@ -87,7 +117,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--phase-timeout", type=float, default=180.0,
                    help="bound on any one wait: a sale's load, persistence (180 s)")
     p.add_argument("--skip", action="append", default=[],
-                   choices=("reference", "winning", "sold_out", "mixed", "e2e", "persistence"),
+                   choices=("reference", "winning", "sold_out", "mixed", "defences", "e2e",
+                            "persistence"),
                    help="leave out a phase (repeatable)")
     p.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
                    help="PostgreSQL server (its database name is replaced by a private one)")
@@ -97,8 +128,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-logs", action="store_true",
                    help="keep the servers' logs and the token files (their folder is printed)")
     args = p.parse_args(argv)
+    if args.defence_duration is None:
+        args.defence_duration = args.duration
     for name in ("duration", "connections", "processes", "gen_workers", "max_rate",
-                 "mixed_stock", "units", "shoppers", "persist_orders"):
+                 "mixed_stock", "units", "shoppers", "persist_orders", "defence_duration"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     return args
@@ -116,6 +149,7 @@ class Bench:
     db: asyncpg.Pool | None = None
     record: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    defence_rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -255,6 +289,88 @@ class Bench:
                                  f"{self.args.mixed_stock}")
         self.rows.append(row)
 
+    # -- what each defence costs -------------------------------------------------------
+    async def defences(self) -> None:
+        """Each configuration of DEFENCES on a sale of its own, with the same load."""
+        for defence in DEFENCES:
+            self.defence_rows.append(await self.defence(defence))
+        for path in (False, True):
+            rows = [r for r in self.defence_rows if r["sold_out_path"] is path]
+            base = rows[0]["result"]["rps"] if rows else 0
+            for r in rows:
+                if base:
+                    r["ratio_to_no_defences"] = r["result"]["rps"] / base
+
+    async def defence(self, defence: Defence) -> dict[str, Any]:
+        assert self.client is not None and self.serve is not None
+        duration = self.args.defence_duration
+        sale = await self.client.schedule_sale(stock=1 if defence.sold_out else HUGE_STOCK,
+                                               **defence.settings)
+        sale_id = sale["id"]
+        name = defence.name
+        if name == "per-user rate limit":  # the defaults: say what they are
+            limits = sale["rate_limits"]
+            name += f" ({limits['user_per_s']}/s, burst {limits['user_burst']})"
+        elif name == "+ per-address rate limit":  # so wide that it never refuses
+            name += f" ({WIDE_OPEN:,}/s)"
+        elif name == "waiting room":  # every shopper joined first, and all are admitted
+            name += f" (admit {WIDE_OPEN:,}/s)"
+        name = ("sold-out: " if defence.sold_out else "") + name
+        slug = f"defence-{sale_id}"
+        if defence.sold_out:
+            status, body = await self.client.buy(sale_id, f"b{self.env.tag}-first-{sale_id}")
+            if status != 202:
+                raise RuntimeError(f"the only unit of the sold-out sale was not sold: {body}")
+        count = math.ceil(float(self.args.max_rate) * float(duration))
+        tokens = self.work / f"tokens-{slug}.txt"
+        users = self.book.write_users(tokens, count)
+        template, values = purchase(sale_id), None
+        extra: dict[str, Any] = {}
+        if defence.settings.get("requires_token"):
+            # One single-use token per shopper, bound to the shopper and the sale, as
+            # POST /api/v1/sales/{id}/token would give; issued here, outside the measure. The
+            # server checks the expiry the token carries: long enough for the whole run.
+            issuer = PurchaseTokens(self.env.jwt_secret,
+                                    ttl_s=max(TOKEN_TTL_S, math.ceil(duration) + 120))
+            values = self.work / f"purchase-tokens-{slug}.txt"
+            values.write_text("\n".join(issuer.issue(u, int(sale_id))[0] for u in users) + "\n")
+            template = replace(template, header="Purchase-Token")
+        if defence.settings.get("waiting_room"):
+            extra["join"] = await self.join_room(sale_id, tokens, count)
+        expected = {409} if defence.sold_out else {202}
+        plan = replace(self.plan(self.base, (template,), tokens, expected, values_file=values),
+                       duration_s=duration)
+        row = await self.measure(name, plan, self.serve)
+        row.update(configuration=name, sold_out_path=defence.sold_out,
+                   sale_settings=defence.settings, **extra)
+        if defence.sold_out:
+            status, body = await self.client.buy(sale_id, f"b{self.env.tag}-last-{sale_id}")
+            if (status, (body or {}).get("error")) != (409, "sold_out"):
+                self.failures.append(f"{name}: the sold-out sale answered {status} {body}")
+        row["stats"] = stats = await self.settle(sale_id)
+        self.check_stock(row, stats)
+        return row
+
+    async def join_room(self, sale_id: str, tokens: Path, count: int) -> dict[str, Any]:
+        """Every shopper of `tokens` joins the waiting room, once, before the measure.
+
+        Always with the built-in generator: a join answers 200, which wrk_plan.lua's limit
+        mode takes for its filler."""
+        plan = Plan(base_url=self.base, tokens_file=tokens, expected=frozenset({200}),
+                    templates=(Template("POST", f"/api/v1/sales/{sale_id}/queue", auth=True),),
+                    connections=self.args.connections, duration_s=self.args.phase_timeout,
+                    limit=count)
+        result = await generator.run(plan, processes=max(2, self.args.gen_workers),
+                                     work_dir=self.work)
+        joined = result.statuses.get(200, 0)
+        print(f"  waiting room: {joined:,} of {count:,} shoppers joined in "
+              f"{result.elapsed_s:.1f} s ({result.rps:,.0f} joins/s)", flush=True)
+        if joined != count:
+            print(f"  waiting room: joins answered {result.statuses}"
+                  + (f", no answer {result.socket_errors}" if result.socket_errors else ""),
+                  flush=True)
+        return {"shoppers": count, "joined": joined, "result": result.to_json()}
+
     def check_stock(self, row: dict[str, Any], stats: dict[str, Any]) -> None:
         ok = (stats["remaining"] >= 0 and stats["remaining"] + stats["reserved"] == stats["stock"]
               and stats["orders_persisted"] == stats["reserved"])
@@ -376,7 +492,7 @@ class Bench:
             try:
                 await self.warm_stack()
                 for name, phase in (("winning", self.winning), ("sold_out", self.sold_out),
-                                    ("mixed", self.mixed)):
+                                    ("mixed", self.mixed), ("defences", self.defences)):
                     if name not in skip:
                         await phase()
                 ref = next((r for r in self.rows if r["scenario"] == "reference POST"), None)
@@ -384,6 +500,8 @@ class Bench:
                     if ref is not None and r is not ref and ref["result"]["rps"]:
                         r["ratio_to_reference"] = r["result"]["rps"] / ref["result"]["rps"]
                 self.record["scenarios"] = self.rows
+                if "defences" not in skip:
+                    self.record["defences"] = self.defence_rows
                 if "e2e" not in skip:
                     self.record["e2e_sale"] = await self.e2e()
                 if "persistence" not in skip:
@@ -427,6 +545,14 @@ async def main_async(args: argparse.Namespace) -> int:
     for r in bench.rows:
         if "note" in r:
             print(f"  note, {r['scenario']}: {r['note']}")
+    if bench.defence_rows:
+        print()
+        print("what each defence costs on the purchase path:")
+        print(report.defences_table(bench.defence_rows))
+        print(report.DEFENCES_LEGEND)
+        for r in bench.defence_rows:
+            if "note" in r:
+                print(f"  note, {r['configuration']}: {r['note']}")
     if "e2e_sale" in bench.record:
         print()
         print(report.e2e_lines(bench.record["e2e_sale"]))

@@ -56,8 +56,10 @@ class Client:
 
     async def schedule_sale(self, *, stock: int, per_user_limit: int = 1,
                             starts_in_s: float = -1.0, lasts_s: float = 4 * 3600,
-                            payment_timeout_s: int = 3600, title: str | None = None
-                            ) -> dict[str, Any]:
+                            payment_timeout_s: int = 3600, title: str | None = None,
+                            **defences: Any) -> dict[str, Any]:
+        """A new product on sale; `defences` are further SaleIn fields (user_rate_per_s,
+        requires_token, waiting_room, ...), sent as given."""
         status, product = await self.call(
             "POST", "/api/v1/admin/products", operator=True,
             json={"sku": f"LT-{uuid.uuid4().hex[:16]}", "name": "Load-test product",
@@ -72,6 +74,7 @@ class Client:
             "per_user_limit": per_user_limit, "payment_timeout_s": payment_timeout_s}
         if title:
             body["title"] = title
+        body.update(defences)
         status, sale = await self.call("POST", "/api/v1/admin/sales", operator=True, json=body)
         if status != 201:
             raise RuntimeError(f"scheduling a sale: {status} {sale}")

@@ -29,6 +29,7 @@ from loadtest.processes import ROOT
 
 async def drive(plan: Plan, index: int, count: int) -> dict[str, Any]:
     tokens = plan.tokens_file.read_text().split()
+    values = plan.values_file.read_text().split() if plan.values_file is not None else []
     templates = plan.templates
     urls = [URL(plan.base_url + t.path, encoded=True) for t in templates]
     bodies = [t.body.encode() or None for t in templates]
@@ -57,10 +58,16 @@ async def drive(plan: Plan, index: int, count: int) -> dict[str, Any]:
                 next_i += count
                 k = i % len(templates)
                 headers = base_headers[k]
-                if templates[k].auth:
-                    if i >= len(tokens):
+                template = templates[k]
+                if template.auth or template.header:
+                    if (template.auth and i >= len(tokens)) or \
+                            (template.header and i >= len(values)):
                         wrapped += 1
-                    headers = {**headers, "Authorization": "Bearer " + tokens[i % len(tokens)]}
+                    headers = dict(headers)
+                    if template.auth:
+                        headers["Authorization"] = "Bearer " + tokens[i % len(tokens)]
+                    if template.header:
+                        headers[template.header] = values[i % len(values)]
                 t0 = time.perf_counter()
                 try:
                     async with session.request(templates[k].method, urls[k], data=bodies[k],

@@ -3,6 +3,8 @@
 Request number i of a plan uses template `i % len(templates)` and, when the template needs
 one, bearer token number `i` of the token file: every request is a different shopper until
 the tokens run out (then they are reused, and the result counts the reuses as `wrapped`).
+A template with a `header` also sends that header with line `i` of the plan's `values_file`
+(e.g. a `Purchase-Token` minted for shopper `i`): one value per shopper, in token order.
 Both generators, wrk and the built-in one, follow exactly this rule.
 """
 
@@ -24,6 +26,8 @@ class Template:
     path: str
     body: str = ""
     auth: bool = False
+    # When set: the name of a header whose value, for request i, is line i of values_file.
+    header: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,28 +41,35 @@ class Plan:
     # When set: stop after this many requests (one per token); duration_s is then a bound.
     limit: int | None = None
     request_timeout_s: float = 10.0
+    # One value a line, for the templates that name a `header` (line i: request i).
+    values_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://127.", "http://localhost")):
             raise ValueError(f"load is only ever sent to this machine, not {self.base_url}")
+        if self.values_file is None and any(t.header for t in self.templates):
+            raise ValueError("a template sends a per-request header: the plan needs values_file")
 
     def to_json(self) -> dict[str, Any]:
         return {
             "base_url": self.base_url,
-            "templates": [[t.method, t.path, t.body, t.auth] for t in self.templates],
+            "templates": [[t.method, t.path, t.body, t.auth, t.header]
+                          for t in self.templates],
             "tokens_file": str(self.tokens_file), "expected": sorted(self.expected),
             "connections": self.connections, "duration_s": self.duration_s,
             "limit": self.limit, "request_timeout_s": self.request_timeout_s,
+            "values_file": None if self.values_file is None else str(self.values_file),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Plan:
         return cls(
             base_url=d["base_url"],
-            templates=tuple(Template(m, p, b, bool(a)) for m, p, b, a in d["templates"]),
+            templates=tuple(Template(m, p, b, bool(a), h) for m, p, b, a, h in d["templates"]),
             tokens_file=Path(d["tokens_file"]), expected=frozenset(d["expected"]),
             connections=d["connections"], duration_s=d["duration_s"], limit=d["limit"],
-            request_timeout_s=d["request_timeout_s"])
+            request_timeout_s=d["request_timeout_s"],
+            values_file=Path(d["values_file"]) if d.get("values_file") else None)
 
 
 class Histogram:
@@ -139,8 +150,11 @@ def _round(x: float) -> float | None:
 
 
 def write_templates(path: Path, templates: tuple[Template, ...]) -> None:
-    """One template a line for wrk's Lua: METHOD, PATH, AUTH (0/1), BODY, tab-separated."""
-    lines = [f"{t.method}\t{t.path}\t{int(t.auth)}\t{t.body}" for t in templates]
+    """One template a line for wrk's Lua: METHOD, PATH, AUTH (0/1), BODY, HEADER (the name of
+    the per-request header, or empty), tab-separated."""
+    if any("\t" in f or "\n" in f for t in templates for f in (t.path, t.body, t.header)):
+        raise ValueError("a template field holds a tab or a newline")
+    lines = [f"{t.method}\t{t.path}\t{int(t.auth)}\t{t.body}\t{t.header}" for t in templates]
     path.write_text("\n".join(lines) + "\n")
 
 

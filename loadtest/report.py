@@ -34,6 +34,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             str(res["errors"]), "1.00" if ratio is None else f"{ratio:.2f}",
             f"{cpu['serve']:.0f}%", f"{cpu['generator']:.0f}%", f"{cpu['other']:.0f}%",
             f"{cpu['machine']:.0f}%"])
+    return _grid(head, body)
+
+
+def _grid(head: list[str], body: list[list[str]]) -> str:
     widths = [max([len(h), *(len(b[i]) for b in body)]) for i, h in enumerate(head)]
 
     def line(cells: list[str]) -> str:
@@ -41,6 +45,30 @@ def table(rows: list[dict[str, Any]]) -> str:
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
 
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def defences_table(rows: list[dict[str, Any]]) -> str:
+    """What each defence costs: one sale per configuration, the same load on each."""
+    head = ["configuration", "req/s", "p50 ms", "p99 ms", "errors", "vs no defences",
+            "serve CPU", "machine CPU"]
+    body = []
+    for r in rows:
+        res = r["result"]
+        ratio = r.get("ratio_to_no_defences")
+        cpu = r["cpu_pct"]
+        body.append([
+            r["configuration"], _num(res["rps"], 0), _num(res["p50_ms"], 2),
+            _num(res["p99_ms"], 2), str(res["errors"]), "-" if ratio is None else f"{ratio:.2f}",
+            f"{cpu['serve']:.0f}%", f"{cpu['machine']:.0f}%"])
+    return _grid(head, body)
+
+
+DEFENCES_LEGEND = (
+    "Each configuration is its own sale, driven like `winning purchase` (huge stock, a new "
+    "shopper per request) or,\nfor the sold-out rows, like `sold-out (409)`. The address "
+    "limit is too wide to refuse (the cost of the check);\nthe token and waiting-room rows "
+    "have no rate limit (a token minted per request; every shopper joined before\nthe "
+    "measure, all admitted). `vs no defences` is req/s over the same path's `no defences` row.")
 
 
 LEGEND = ("CPU in % of one core over the run: serve = the front door (reference or seckill); "

@@ -16,11 +16,21 @@ class TokenBook:
         self._ttl = ttl_s
         self._next = 0
 
-    def take(self, count: int) -> list[str]:
+    def take_users(self, count: int) -> list[tuple[str, str]]:
+        """`count` new shoppers: (user id, bearer token) each."""
         first, self._next = self._next, self._next + count
-        return [mint_token(self._secret, f"{self._prefix}{n}", ttl_s=self._ttl)
-                for n in range(first, first + count)]
+        users = [f"{self._prefix}{n}" for n in range(first, first + count)]
+        return [(user, mint_token(self._secret, user, ttl_s=self._ttl)) for user in users]
+
+    def take(self, count: int) -> list[str]:
+        return [token for _, token in self.take_users(count)]
 
     def write(self, path: Path, count: int) -> Path:
         path.write_text("\n".join(self.take(count)) + "\n")
         return path
+
+    def write_users(self, path: Path, count: int) -> list[str]:
+        """Like `write`; returns the shoppers' ids, in the file's order."""
+        pairs = self.take_users(count)
+        path.write_text("\n".join(token for _, token in pairs) + "\n")
+        return [user for user, _ in pairs]

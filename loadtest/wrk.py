@@ -31,6 +31,7 @@ async def run(plan: Plan, *, threads: int = 1, work_dir: Path | None = None,
         env = {
             "SECKILL_WRK_TEMPLATES": str(templates),
             "SECKILL_WRK_TOKENS": str(plan.tokens_file),
+            "SECKILL_WRK_VALUES": "" if plan.values_file is None else str(plan.values_file),
             "SECKILL_WRK_THREADS": str(threads),
             "SECKILL_WRK_LIMIT": str(plan.limit or 0),
             "PATH": "/usr/bin:/bin",

@@ -1,13 +1,17 @@
 -- wrk_plan.lua: wrk follows a loadtest Plan (see loadtest/plan.py).
 --
 -- Environment:
---   SECKILL_WRK_TEMPLATES  file, one template a line: METHOD<TAB>PATH<TAB>AUTH(0|1)<TAB>BODY
+--   SECKILL_WRK_TEMPLATES  file, one template a line:
+--                          METHOD<TAB>PATH<TAB>AUTH(0|1)<TAB>BODY<TAB>HEADER
+--                          (HEADER: empty, or the name of a per-request header)
 --   SECKILL_WRK_TOKENS     file, one bearer token a line
+--   SECKILL_WRK_VALUES     empty, or a file of one value a line: line i is the HEADER value
+--                          of request i (e.g. a Purchase-Token bound to token i's shopper)
 --   SECKILL_WRK_THREADS    the -t given to wrk
 --   SECKILL_WRK_LIMIT      0, or stop after this many requests (one token each)
--- Request i goes to thread i % threads, uses template i % #templates and token i. With a
--- limit, a thread that has sent its share sends GET /healthz as filler (answered 200, which
--- plan requests never are) until its last real answer is in; then it prints
+-- Request i goes to thread i % threads, uses template i % #templates, token i and value i.
+-- With a limit, a thread that has sent its share sends GET /healthz as filler (answered 200,
+-- which plan requests never are) until its last real answer is in; then it prints
 -- SECKILL_WRK_THREAD_DONE and stops. (wrk itself waits out -d: once every thread is done,
 -- the driver sends SIGINT, which ends the run early with the usual summary.)
 -- wrk calls request() once on thread 1's state before the run, only to check what it
@@ -39,7 +43,9 @@ function init(args)
       local f = split_tabs(line)
       local headers = {}
       if f[4] ~= "" then headers["Content-Type"] = "application/json" end
+      local header = f[5] or ""
       table.insert(templates, {method = f[1], path = f[2], auth = f[3] == "1",
+                               header = header ~= "" and header or nil,
                                body = f[4] ~= "" and f[4] or nil, headers = headers,
                                fixed = wrk.format(f[1], f[2], headers,
                                                   f[4] ~= "" and f[4] or nil)})
@@ -48,6 +54,13 @@ function init(args)
   tokens = {}
   for line in io.lines(os.getenv("SECKILL_WRK_TOKENS")) do
     if line ~= "" then table.insert(tokens, line) end
+  end
+  values = {}
+  local values_file = os.getenv("SECKILL_WRK_VALUES") or ""
+  if values_file ~= "" then
+    for line in io.lines(values_file) do
+      if line ~= "" then table.insert(values, line) end
+    end
   end
   i = id
   quota = 0
@@ -71,9 +84,11 @@ function request()
   end
   local t = templates[(i % #templates) + 1]
   local req
-  if t.auth then
-    if i >= #tokens then wrapped = wrapped + 1 end
-    local headers = {Authorization = "Bearer " .. tokens[(i % #tokens) + 1]}
+  if t.auth or t.header then
+    local headers = {}
+    if (t.auth and i >= #tokens) or (t.header and i >= #values) then wrapped = wrapped + 1 end
+    if t.auth then headers["Authorization"] = "Bearer " .. tokens[(i % #tokens) + 1] end
+    if t.header then headers[t.header] = values[(i % #values) + 1] end
     if t.body then headers["Content-Type"] = "application/json" end
     req = wrk.format(t.method, t.path, headers, t.body)
   else
