@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from hiredis import pack_command
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
@@ -107,9 +108,9 @@ class ScriptRunner:
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         retry: list[_Call] = []
         try:
-            packed = conn.pack_commands(
-                [("EVALSHA", script.sha, len(keys), *keys, *args)
-                 for script, keys, args, _ in batch])
+            # hiredis packs in C; redis-py's Python packer was a sixth of the winning path.
+            packed = b"".join([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))
+                               for script, keys, args, _ in batch])
             await conn.send_packed_command(packed, check_health=False)
             for call in batch:
                 try:
@@ -131,6 +132,11 @@ class ScriptRunner:
         self._flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _pack(command: tuple[Arg, ...]) -> bytes:
+    packed: bytes = pack_command(command)  # type: ignore[arg-type]  # stub wants a 1-tuple
+    return packed
 
 
 def _settle(fut: asyncio.Future[Any], *, result: Any = None,
