@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import multiprocessing
-import os
 import signal
 
 import uvloop
 from aiohttp import web
+
+from seckill.runner import supervise
 
 ANSWER = (b'{"order_id":"01JD0000000000000000000000-1","sale_id":"1","quantity":1,'
           b'"status":"pending"}')
@@ -68,22 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.processes <= 1:
         uvloop.run(serve(args.host, args.port, reuse_port=False))
         return 0
-    ctx = multiprocessing.get_context("spawn")
-    children = [ctx.Process(target=_child, args=(args.host, args.port))
-                for _ in range(args.processes)]
-    for child in children:
-        child.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for child in children:
-        child.join()
+    supervise(_child, (args.host, args.port), args.processes)
     return 0
 
 

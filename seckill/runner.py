@@ -109,8 +109,14 @@ def serve_processes(settings: Settings, processes: int) -> None:
     if processes <= 1:
         run(lambda stop: serve_until(settings, stop))
         return
+    supervise(_serve_child, (settings,), processes)
+
+
+def supervise(target: Callable[..., None], args: tuple[Any, ...], processes: int) -> None:
+    """Start `processes` spawned children running `target(*args)`; forward SIGTERM and
+    SIGINT to them, and return when all have exited."""
     ctx = multiprocessing.get_context("spawn")
-    children = [ctx.Process(target=_serve_child, args=(settings,), name=f"seckill-serve-{i}")
+    children = [ctx.Process(target=target, args=args, name=f"seckill-{i}")
                 for i in range(processes)]
     for child in children:
         child.start()
