@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 import time
@@ -37,6 +36,7 @@ class TokenVerifier:
 
     def __init__(self, secret: str, *, leeway_s: int = 30, cache_size: int = 200_000) -> None:
         self._key = secret.encode()
+        self._good_heads: set[str] = set()
         self._leeway = leeway_s
         self._cache_size = cache_size
         self._cache: dict[str, tuple[Principal, float]] = {}
@@ -85,16 +85,20 @@ class TokenVerifier:
         if not _JWS.fullmatch(token):
             raise Unauthorized("The token is not valid.")
         head, payload, signature = token.split(".")
-        mac = hmac.new(self._key, f"{head}.{payload}".encode(), hashlib.sha256).digest()
+        mac = hmac.digest(self._key, f"{head}.{payload}".encode(), "sha256")
+        # The canonical encoding of our MAC (32 bytes: 43 characters and one "=").
+        if not hmac.compare_digest(base64.urlsafe_b64encode(mac)[:-1], signature.encode()):
+            raise Unauthorized("The token is not valid.")
         try:
-            valid = hmac.compare_digest(mac, _b64(signature))
-            header = _decode_object(_b64(head))
-            claims = _decode_object(_b64(payload)) if valid else None
+            if head not in self._good_heads:
+                header = _decode_object(_b64(head))
+                if header.get("alg") != "HS256" or "crit" in header:
+                    raise Unauthorized("The token is not valid.")
+                if len(self._good_heads) < 64:  # the few headers our issuers write
+                    self._good_heads.add(head)
+            return _decode_object(_b64(payload))
         except (binascii.Error, msgspec.DecodeError, ValueError):
             raise Unauthorized("The token is not valid.") from None
-        if header.get("alg") != "HS256" or "crit" in header or claims is None:
-            raise Unauthorized("The token is not valid.")
-        return claims
 
 
 _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
