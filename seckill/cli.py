@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     problems = asyncio.run(_preflight(settings))
-    needed = {"migrate": ["PostgreSQL"]}.get(args.command)
+    # The front door serves without RabbitMQ (wins wait in the Redis outbox).
+    needed = {"migrate": ["PostgreSQL"], "serve": ["Redis", "PostgreSQL"]}.get(args.command)
     if needed is not None:
         problems = [p for p in problems if any(p.startswith(n) for n in needed)]
     if problems:

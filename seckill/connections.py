@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 from redis.asyncio import BlockingConnectionPool, Redis
+from yarl import URL
 
 from seckill.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
@@ -40,9 +45,29 @@ async def open_db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 @contextlib.asynccontextmanager
-async def open_amqp(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
-    connection = await aio_pika.connect_robust(settings.amqp_url, timeout=10,
-                                               reconnect_interval=1)
+async def open_amqp(settings: Settings, *, wait: bool = True
+                    ) -> AsyncIterator[AbstractRobustConnection]:
+    """A robust connection to RabbitMQ. With `wait=False` (the front door) an unreachable
+    broker is not fatal: the connection keeps trying in the background, and meanwhile
+    publishes fail fast and the wins wait in the Redis outbox."""
+    try:
+        connection = await aio_pika.connect_robust(settings.amqp_url, timeout=5,
+                                                   reconnect_interval=1)
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError):
+        if wait:
+            raise
+        log.warning("RabbitMQ is unreachable; serving anyway, wins wait in the outbox")
+        connection = aio_pika.RobustConnection(URL(settings.amqp_url), reconnect_interval=1,
+                                               fail_fast="false")
+        connecting = asyncio.ensure_future(connection.connect(timeout=5))
+        try:
+            yield connection
+        finally:
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            await connection.close()
+        return
     try:
         yield connection
     finally:

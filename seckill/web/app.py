@@ -62,7 +62,7 @@ async def _db_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _amqp_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with open_amqp(app[SETTINGS]) as connection:
+    async with open_amqp(app[SETTINGS], wait=False) as connection:
         app[AMQP] = connection
         yield
 

@@ -81,3 +81,38 @@ async def test_rabbitmq_cut_off_mid_sale(cluster: Cluster, fault_db: asyncpg.Poo
     figures.check()
     assert figures.wins == figures.persisted == len(attempts)
     assert figures.dead_lettered == 0
+
+
+async def test_front_door_starts_while_rabbitmq_is_away(cluster: Cluster,
+                                                        fault_db: asyncpg.Pool) -> None:
+    """The front door needs Redis and PostgreSQL to serve, not RabbitMQ: started while the
+    broker is unreachable, it answers wins (they wait in the outbox), says what is down,
+    and connects once the broker is back; every win is persisted."""
+    s = cluster.settings
+    amqp = await cluster.proxy(s.amqp_url, 5672)
+    amqp.set_mode(Mode.REFUSE)
+    await cluster.worker("orders", "relay")  # the workers reach RabbitMQ directly
+    door = await cluster.serve(env={"SECKILL_AMQP_URL": with_port(s.amqp_url, amqp.port)})
+    api = await cluster.api(door)
+    status, body = await _ready(api)
+    assert status == 503 and body["down"] == ["rabbitmq"], body
+    sale = await api.create_sale(stock=300)
+    wins = await burst(api, sale["id"], shoppers(150))
+    assert {a.status for a in wins} == {202}
+
+    amqp.set_mode(Mode.PASS)
+
+    async def ready() -> bool:
+        return (await _ready(api))[0] == 200
+
+    await wait_until(ready, timeout=30, what="the front door to reach RabbitMQ")
+    more = await burst(api, sale["id"], shoppers(100))
+    attempts = wins + more
+    clock = Stopwatch()
+    await wait_persisted(fault_db, won_ids(attempts), within_s=60)
+    figures = await measure("Front door started with RabbitMQ away", api=api, db=fault_db,
+                            sale=sale, attempts=attempts, redelivered="n/a",
+                            dead_lettered=await (await cluster.rabbit()).dead(),
+                            drain_s=clock.lap())
+    figures.check()
+    assert figures.wins == figures.persisted == 250
