@@ -11,22 +11,17 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from seckill.migrate import migrate
 from seckill.runner import run_workers
 from seckill.settings import Settings
 from seckill.web.app import create_app
-from tests.support import Api, Isolation
+from tests.support import Api, Isolation, isolated
 from workers import WORKERS
 
 
 @pytest.fixture(scope="session")
 async def isolation() -> AsyncIterator[Isolation]:
-    iso = Isolation.create()
-    await migrate(iso.settings.database_url)
-    try:
+    async with isolated() as iso:
         yield iso
-    finally:
-        await iso.destroy()
 
 
 @pytest.fixture(scope="session")

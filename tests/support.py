@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -144,6 +145,19 @@ class Isolation:
             await admin.close()
         if self.vhost is not None:
             _rabbitmqctl("delete_vhost", self.vhost)
+
+
+@contextlib.asynccontextmanager
+async def isolated() -> AsyncIterator[Isolation]:
+    """A migrated Isolation for the length of the block, removed afterwards."""
+    from seckill.migrate import migrate
+
+    iso = Isolation.create()
+    await migrate(iso.settings.database_url)
+    try:
+        yield iso
+    finally:
+        await iso.destroy()
 
 
 class Api:

@@ -14,9 +14,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from seckill.migrate import migrate
 from tests.faults.harness import Cluster
-from tests.support import Isolation
+from tests.support import Isolation, isolated
 
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 _numbers = itertools.count(1)
@@ -32,12 +31,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 
 @pytest.fixture(scope="session")
 async def fault_isolation() -> AsyncIterator[Isolation]:
-    iso = Isolation.create()
-    await migrate(iso.settings.database_url)
-    try:
+    async with isolated() as iso:
         yield iso
-    finally:
-        await iso.destroy()
 
 
 @pytest.fixture(scope="session")
