@@ -6,7 +6,7 @@ import ipaddress
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,6 @@ class Settings:
     max_inflight_purchases: int = 5000
     request_timeout_s: float = 10.0
     jwt_leeway_s: int = 30
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def using_dev_secret(self) -> bool:
