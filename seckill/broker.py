@@ -80,6 +80,7 @@ class ConfirmedPublisher:
         self._connection = connection
         self._topo = topo
         self._timeout = timeout_s
+        self.timeout_s = timeout_s
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._dead: AbstractExchange | None = None

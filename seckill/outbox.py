@@ -49,7 +49,14 @@ class OutboxPump:
     async def run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            await self._publish(self._take(batch))
+            in_flight = asyncio.ensure_future(self._publish(self._take(batch)))
+            try:
+                await asyncio.shield(in_flight)
+            except asyncio.CancelledError:
+                # Stopping: let the batch in flight finish (confirm and leave the outbox).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(in_flight, self._publisher.timeout_s * 2)
+                raise
 
     def _take(self, batch: list[Win]) -> list[Win]:
         while len(batch) < self._batch and not self._queue.empty():
