@@ -24,7 +24,8 @@ _REFUSALS = {
     PurchaseCode.IDEMPOTENCY_CONFLICT:
         "This Idempotency-Key was already used with a different quantity.",
     PurchaseCode.TOKEN_REQUIRED:
-        "This sale needs a purchase token: POST /api/v1/sales/{id}/token first.",
+        "This sale needs a purchase token (POST /api/v1/sales/<id>/token) sent as "
+        "the Purchase-Token header.",
     PurchaseCode.TOKEN_USED: "This purchase token has already bought; ask for a new one.",
 }
 
@@ -121,7 +122,8 @@ class Purchases:
             place = result.quantity
             raise SeckillError(
                 "not_admitted",
-                "Join the waiting room first: POST /api/v1/sales/{id}/queue." if place < 0 else
+                f"Join the waiting room first: POST /api/v1/sales/{sale_id}/queue." if place < 0
+                else
                 f"Your place in the waiting room ({place + 1}) is not admitted yet.",
                 status=409, retry_after=1)
         elif code is PurchaseCode.POW_REQUIRED:
