@@ -42,7 +42,7 @@ from seckill.scripts import RateDefaults, Script, ScriptRunner, Scripts
 from seckill.settings import Settings
 from seckill.soldout import SoldOutBoard
 from seckill.waiting_room import WaitingRoom
-from seckill.web import admin, health, shop
+from seckill.web import admin, health, protocol, shop
 from seckill.web.middleware import UNMATCHED, guard, unmatched
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
+    protocol.install()
     app = web.Application(client_max_size=MAX_BODY,
                           handler_args={"max_field_size": 8190, "max_line_size": 8190})
     app[SETTINGS] = settings

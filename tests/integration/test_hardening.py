@@ -4,6 +4,7 @@ concurrent repairs, a key Redis forgot, a release while a sale is being rebuilt.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import asyncpg
 import jwt
@@ -145,3 +146,21 @@ async def test_every_key_of_a_sale_expires_after_it_ends(api: Api, redis: Redis,
         await reconcile_all(ctx)
     for key in (keys.state, keys.holders, keys.idem):
         assert await redis.ttl(key) > 0, key
+
+
+async def test_unreadable_requests_get_the_envelope(api: Api) -> None:
+    """aiohttp refuses these before any handler runs; the answer is still our envelope."""
+    status, body = await api.request("GET", "/api/v1/sales", headers={"X-Big": "a" * 9000})
+    assert_error(status, body, 400, "invalid_request")
+    host, port = api.base.removeprefix("http://").split(":")
+    for raw in (b"GET /api/v1/sales HTTP/1.1\r\nHost: x\r\nX-Null: a\x00b\r\n\r\n",
+                b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(raw)
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.") and b" 400 " in head.split(b"\r\n")[0], head
+        assert b"application/json" in head
+        assert json.loads(payload)["error"] == "invalid_request"
