@@ -43,12 +43,16 @@ async def redis_ms(redis: Redis) -> int:
 
 
 async def beacon(redis: Redis, keys: KeySpace, writer_id: str, holding: Callable[[], int],
-                 stop: asyncio.Event) -> None:
-    """An order writer's beacon: how many messages it holds, every BEACON_INTERVAL_S."""
+                 consuming: Callable[[], bool], stop: asyncio.Event) -> None:
+    """An order writer's beacon, every BEACON_INTERVAL_S: how many messages it holds, when
+    (Redis' clock, read BEFORE the count, so the count is never older than the stamp), and
+    whether its consumer is registered with RabbitMQ."""
     try:
         while not stop.is_set():
             with contextlib.suppress(Exception):  # Redis down: the rebuild cannot run either
-                await redis.hset(keys.writers, writer_id, f"{holding()}:{await redis_ms(redis)}")
+                at = await redis_ms(redis)
+                report = f"{holding()}:{at}:{int(consuming())}"
+                await redis.hset(keys.writers, writer_id, report)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), BEACON_INTERVAL_S)
     finally:
@@ -62,15 +66,17 @@ async def drained_since(redis: Redis, keys: KeySpace, since_ms: int, consumers: 
     still connected — paused, cut off from Redis — may hold messages: not drained)."""
     reports = cast(dict[str, str], await redis.hgetall(keys.writers))
     now_ms = await redis_ms(redis)
-    live = 0
+    live_consumers = 0
     for report in reports.values():
-        held, _, at = report.partition(":")
+        held, at, consuming = report.split(":")
         if now_ms - int(at) > BEACON_STALE_S * 1000:
             continue  # silent: counts only if RabbitMQ still sees its consumer (below)
-        live += 1
         if int(at) < since_ms or int(held) != 0:
             return False
-    return live >= consumers
+        live_consumers += consuming == "1"
+    # Every consumer RabbitMQ sees must be a writer reporting as consuming: a starting or
+    # stopping writer cannot stand in for a silent one that may hold messages.
+    return live_consumers >= consumers
 
 
 async def wait_until_drained(redis: Redis, keys: KeySpace,

@@ -35,8 +35,8 @@ from seckill.settings import Settings
 log = logging.getLogger(__name__)
 
 HELD = ("pending", "created", "paid")
-ORPHAN_AGE_MS = 10_000
-LOCK_TTL_S = 120  # a pending record older than this, not in PostgreSQL: republish it
+ORPHAN_AGE_MS = 10_000  # a pending record older than this, not in PostgreSQL: republish it
+LOCK_TTL_S = 120  # one repair of a sale at a time; a second one skips the sale
 
 
 @dataclass
@@ -146,7 +146,7 @@ async def reconcile(ctx: WorkerContext, sale_id: int, *, repair: bool) -> Report
         return (await inspect(ctx, sale))[0]
     # One repair of a sale at a time, across processes: deltas applied twice would oversell.
     lock = ctx.redis.lock(ctx.keys.sale(sale.id).tag + ":reconcile", timeout=LOCK_TTL_S,
-                          blocking_timeout=LOCK_TTL_S)
+                          blocking_timeout=0)
     if not await lock.acquire():
         report = Report(str(sale_id))
         report.problems.append("another reconcile of this sale is running")

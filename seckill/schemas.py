@@ -16,7 +16,7 @@ MAX_STOCK = 10_000_000
 MAX_QUANTITY = 100
 
 # Printable text (no control characters: PostgreSQL refuses NUL, logs and UIs the rest).
-_LINE = r"^[^\x00-\x1f\x7f]*$"
+_LINE = r"^[^\x00-\x1f\x7f]*(?![\s\S])"  # (?!…): the very end, even before a last "\n"
 _TEXT = r"^[^\x00]*$"
 Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=_LINE)]
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_LINE)]

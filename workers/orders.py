@@ -141,9 +141,12 @@ class OrderWriter:
         await channel.set_qos(prefetch_count=settings.consumer_prefetch)
         _, queue = await declare(channel, self._ctx.topology)
         beacon_stop = asyncio.Event()
+        consuming = False
         beacon_task = asyncio.create_task(beacon(self._ctx.redis, self._ctx.keys, self._id,
-                                                 lambda: self._holding, beacon_stop))
+                                                 lambda: self._holding, lambda: consuming,
+                                                 beacon_stop))
         tag = await queue.consume(self._on_message)
+        consuming = True
         try:
             while not self._stop.is_set():
                 batch = await self._collect()
@@ -153,6 +156,7 @@ class OrderWriter:
             # Graceful drain: stop deliveries, store what was delivered, ack, then close.
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
+            consuming = False
             rest: list[AbstractIncomingMessage] = []
             while not self._inbox.empty():
                 rest.append(self._inbox.get_nowait())

@@ -20,10 +20,12 @@ ORDER BY id
 """
 
 
-async def reconcile_all(ctx: WorkerContext) -> int:
+async def reconcile_all(ctx: WorkerContext, stop: asyncio.Event | None = None) -> int:
     """One pass over live and recently ended sales; returns how many needed a repair."""
     repaired = 0
     for row in await ctx.db.fetch(_RECENT):
+        if stop is not None and stop.is_set():
+            break
         await _expire_keys(ctx, row["id"], row["ends_at"])
         report = await reconcile(ctx, row["id"], repair=True)
         if report.repaired:
@@ -48,7 +50,7 @@ async def run(ctx: WorkerContext, stop: asyncio.Event) -> None:
     backoff = Backoff()
     while not stop.is_set():
         try:
-            await reconcile_all(ctx)
+            await reconcile_all(ctx, stop)
         except Exception as exc:
             log.warning("reconcile pass failed, retrying: %r", exc)
             await backoff.wait(stop)

@@ -118,7 +118,9 @@ def create_app(settings: Settings) -> web.Application:
     for table in (health.routes, shop.routes, admin.routes):
         for route in table:
             assert isinstance(route, web.RouteDef)
-            app.router.add_route(route.method, route.path, guard(route.path, route.handler),
-                                 **route.kwargs)
+            guarded = guard(route.path, route.handler)
+            app.router.add_route(route.method, route.path, guarded, **route.kwargs)
+            if route.method == "GET":  # monitors and load balancers probe with HEAD
+                app.router.add_route("HEAD", route.path, guarded)
     app.router.add_route("*", UNMATCHED, guard("unmatched", unmatched))
     return app

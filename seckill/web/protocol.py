@@ -31,9 +31,9 @@ def _handle_error(self: web_protocol.RequestHandler, request: BaseRequest, statu
              str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if request.writer.output_size > 0:
         raise ConnectionError("a response was already sent; cannot send the error")
-    code = "headers_too_large" if status == 431 else "invalid_request"
-    return error_response(status, code, "The request could not be read: its request line or "
-                          "headers are malformed or too long (at most 8190 bytes each).")
+    return error_response(status, "invalid_request",
+                          "The request could not be read: its request line or headers are "
+                          "malformed or too long (at most 8190 bytes each).")
 
 
 def install() -> None:

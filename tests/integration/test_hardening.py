@@ -164,3 +164,18 @@ async def test_unreadable_requests_get_the_envelope(api: Api) -> None:
         assert head.startswith(b"HTTP/1.") and b" 400 " in head.split(b"\r\n")[0], head
         assert b"application/json" in head
         assert json.loads(payload)["error"] == "invalid_request"
+
+
+async def test_head_is_answered_where_get_is(api: Api) -> None:
+    async with api.session.head(f"{api.base}/healthz") as resp:
+        assert resp.status == 200
+    async with api.session.head(f"{api.base}/api/v1/sales") as resp:
+        assert resp.status == 200
+
+
+async def test_a_name_ending_in_a_newline_is_refused(api: Api) -> None:
+    status, body = await api.request("POST", "/api/v1/admin/products", user="ops",
+                                     operator=True,
+                                     json={"sku": unique("sku"), "name": "abc\n",
+                                           "price_cents": 1})
+    assert_error(status, body, 400, "invalid_request", {"name"})
