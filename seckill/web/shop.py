@@ -63,19 +63,13 @@ async def purchase_token(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/sales/{sale_id}/queue")
-async def join_waiting_room(request: web.Request) -> web.Response:
-    user = shopper(request)
-    sale_id = path_id(request, "sale_id", sale_not_found())
-    return json_response(await request.app[WAITING_ROOM].place(sale_id, user.user_id,
-                                                               join=True))
-
-
 @routes.get("/api/v1/sales/{sale_id}/queue")
-async def waiting_room_place(request: web.Request) -> web.Response:
+async def waiting_room(request: web.Request) -> web.Response:
+    """POST takes a place in the waiting room (a second join keeps it); GET reads it."""
     user = shopper(request)
     sale_id = path_id(request, "sale_id", sale_not_found())
-    return json_response(await request.app[WAITING_ROOM].place(sale_id, user.user_id,
-                                                               join=False))
+    return json_response(await request.app[WAITING_ROOM].place(
+        sale_id, user.user_id, join=request.method == "POST"))
 
 
 @routes.get("/api/v1/orders/{order_id}")

@@ -143,10 +143,12 @@ async def test_unpaid_order_expires_and_its_units_come_back(api: Api, db: asyncp
     assert (await api.stats(sale["id"]))["remaining"] == 0
 
 
-async def test_payment_racing_expiry_ends_exactly_one_way(api: Api, db: asyncpg.Pool) -> None:
-    n = 30
+async def _one_second_orders(api: Api, db: asyncpg.Pool, n: int, prefix: str
+                             ) -> tuple[dict[str, Any], dict[str, str], list[asyncpg.Record]]:
+    """n shoppers each win one unit of a sale paid within 1 s; waits until every order is
+    persisted. Returns the sale, order id -> shopper, and the rows sorted by order id."""
     sale = await api.create_sale(stock=n, payment_timeout_s=1)
-    users = [unique(f"racer{i}") for i in range(n)]
+    users = [unique(f"{prefix}{i}") for i in range(n)]
     won = await asyncio.gather(*(api.purchase(sale["id"], u) for u in users))
     assert [s for s, _ in won] == [202] * n, won
     owner = {body["order_id"]: user for user, (_, body) in zip(users, won, strict=True)}
@@ -156,8 +158,13 @@ async def test_payment_racing_expiry_ends_exactly_one_way(api: Api, db: asyncpg.
                               int(sale["id"]))
         return rows if len(rows) == n else None
 
-    rows = sorted(await wait_until(all_rows, what="every order persisted"),
-                  key=lambda r: r["order_id"])
+    rows = await wait_until(all_rows, what="every order persisted")
+    return sale, owner, sorted(rows, key=lambda r: r["order_id"])
+
+
+async def test_payment_racing_expiry_ends_exactly_one_way(api: Api, db: asyncpg.Pool) -> None:
+    n = 30
+    sale, owner, rows = await _one_second_orders(api, db, n, "racer")
 
     async def pay_around_deadline(order_id: str, pay_by: datetime, offset_s: float
                                   ) -> tuple[float, float, int, Any]:
@@ -238,18 +245,7 @@ async def test_pay_racing_cancel_ends_exactly_one_way(api: Api, db: asyncpg.Pool
 
 async def test_cancel_racing_expiry_gives_units_back_once(api: Api, db: asyncpg.Pool) -> None:
     n = 20
-    sale = await api.create_sale(stock=n, payment_timeout_s=1)
-    users = [unique(f"quitter{i}") for i in range(n)]
-    won = await asyncio.gather(*(api.purchase(sale["id"], u) for u in users))
-    assert [s for s, _ in won] == [202] * n, won
-    owner = {body["order_id"]: user for user, (_, body) in zip(users, won, strict=True)}
-
-    async def all_rows() -> list[asyncpg.Record] | None:
-        rows = await db.fetch("SELECT order_id, pay_by FROM orders WHERE sale_id = $1",
-                              int(sale["id"]))
-        return rows if len(rows) == n else None
-
-    rows = await wait_until(all_rows, what="every order persisted")
+    sale, owner, rows = await _one_second_orders(api, db, n, "quitter")
 
     async def cancel_around_deadline(order_id: str, pay_by: datetime, offset_s: float
                                      ) -> tuple[float, float, int, Any]:
