@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
-REQUESTS = Counter("seckill_http_requests_total", "HTTP requests by route and status",
+from seckill.hot_metrics import HotCounter, HotHistogram
+
+# Updated by every request: lock-free, collected at scrape time.
+REQUESTS = HotCounter("seckill_http_requests_total", "HTTP requests by route and status",
                    ["method", "route", "status"])
-LATENCY = Histogram("seckill_http_request_seconds", "HTTP request latency by route",
+LATENCY = HotHistogram("seckill_http_request_seconds", "HTTP request latency by route",
                     ["route"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
-PURCHASES = Counter("seckill_purchases_total", "Purchase attempts by outcome (decided by Redis)",
+PURCHASES = HotCounter("seckill_purchases_total", "Purchase attempts by outcome (decided by Redis)",
                     ["outcome"])
-PURCHASES_SOLD_OUT_FAST = Counter("seckill_purchases_sold_out_fast_total",
+PURCHASES_SOLD_OUT_FAST = HotCounter("seckill_purchases_sold_out_fast_total",
                                   "Purchases refused sold_out by the local fast path")
+# Updated per batch or per order by the pump and the workers.
 ORDERS_PUBLISHED = Counter("seckill_orders_published_total",
                            "Won orders confirmed by RabbitMQ (front door)")
 ORDERS_RELAYED = Counter("seckill_orders_relayed_total",

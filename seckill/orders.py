@@ -16,7 +16,7 @@ from seckill import metrics
 from seckill.catalog import utcnow
 from seckill.errors import Conflict, SeckillError, order_not_found
 from seckill.keys import KeySpace
-from seckill.purchase import sale_of_order
+from seckill.order_ids import sale_of_order
 from seckill.resources import queries
 from seckill.schemas import from_ms, rfc3339
 from seckill.scripts import ReleaseCode, Scripts

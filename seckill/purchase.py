@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ulid import ULID
-
 from seckill import metrics
 from seckill.catalog import SaleCache
 from seckill.errors import Conflict, Overloaded, SeckillError
 from seckill.keys import KeySpace
+from seckill.order_ids import new_order_id
 from seckill.outbox import OutboxPump
 from seckill.sale_state import SaleState, refuse_missing
 from seckill.scripts import Attempt, PurchaseCode, PurchaseResult, RateDefaults, Scripts
@@ -32,24 +31,6 @@ _REFUSALS = {
 
 # Labelled counters looked up once: this is the hottest line of the product.
 _OUTCOMES = {code: metrics.PURCHASES.labels(code.value) for code in PurchaseCode}
-
-
-def new_order_id(sale_id: int) -> str:
-    """A ULID (time-ordered, unguessable) followed by the sale id, so a pending order can be
-    found in its sale's Redis state before PostgreSQL has it."""
-    return f"{ULID()}-{sale_id}"
-
-
-def sale_of_order(order_id: str) -> int | None:
-    ulid, sep, sale = order_id.partition("-")
-    if not sep or len(ulid) != 26 or not (sale.isascii() and sale.isdigit()) or len(sale) > 19:
-        return None
-    try:
-        ULID.from_str(ulid)
-    except ValueError:
-        return None
-    sale_id = int(sale)
-    return sale_id if 0 < sale_id < 2**63 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import asyncpg
 
 from seckill.auth import mint_token
 from seckill.keys import KeySpace
-from seckill.purchase import new_order_id
+from seckill.order_ids import new_order_id
 from seckill.scripts import Attempt, PurchaseCode, ScriptRunner, Scripts
 from seckill.settings import Settings
 

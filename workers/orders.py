@@ -26,8 +26,8 @@ from aio_pika.abc import AbstractIncomingMessage
 from seckill import metrics
 from seckill.broker import declare
 from seckill.drain import beacon
+from seckill.order_ids import sale_of_order
 from seckill.orders import Q
-from seckill.purchase import sale_of_order
 from seckill.schemas import MAX_CENTS, MAX_QUANTITY, from_ms
 from workers.base import Backoff, WorkerContext
 

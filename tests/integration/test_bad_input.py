@@ -16,7 +16,7 @@ from typing import Any
 import jwt
 import pytest
 
-from seckill.purchase import new_order_id
+from seckill.order_ids import new_order_id
 from tests.support import TEST_SECRET, Api, assert_error, unique
 
 

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from seckill.keys import KeySpace, SaleKeys, idempotency_field
-from seckill.purchase import new_order_id
+from seckill.order_ids import new_order_id
 from seckill.scripts import (
     Attempt,
     Holdings,

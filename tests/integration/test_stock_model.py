@@ -25,7 +25,7 @@ from hypothesis.stateful import (
 from redis.asyncio import Redis
 
 from seckill.keys import KeySpace
-from seckill.purchase import new_order_id
+from seckill.order_ids import new_order_id
 from seckill.scripts import (
     Attempt,
     LoadCode,

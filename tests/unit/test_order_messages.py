@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from seckill.purchase import new_order_id
+from seckill.order_ids import new_order_id
 from workers.orders import Poison, parse_message, parse_order
 
 CREATED_MS = 1_795_611_600_000

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 import pytest
 from ulid import ULID
 
-from seckill.purchase import new_order_id, sale_of_order
+from seckill.order_ids import new_order_id, sale_of_order
 
 
 @pytest.mark.parametrize("sale_id", [1, 42, 10**12, 2**63 - 1])
@@ -37,3 +39,22 @@ ULID_TEXT = str(ULID())
 ])
 def test_ids_that_are_not_ours(order_id: str) -> None:
     assert sale_of_order(order_id) is None
+
+
+def test_ids_stay_unique_across_refills_of_the_random_pool() -> None:
+    ids = [new_order_id(7) for _ in range(3 * 4096 + 10)]
+    assert len(set(ids)) == len(ids)
+    randoms = {i[10:26] for i in ids}
+    assert len(randoms) == len(ids)
+    assert all(str(ULID.from_str(i.partition("-")[0])) == i.partition("-")[0] for i in ids)
+
+
+def test_a_forked_process_does_not_repeat_its_parents_ids() -> None:
+    new_order_id(3)  # the parent's pool is filled
+    ctx = multiprocessing.get_context("fork")
+    queue: multiprocessing.Queue[str] = ctx.Queue()
+    child = ctx.Process(target=lambda: queue.put(new_order_id(3)))
+    child.start()
+    from_child = queue.get(timeout=10)
+    child.join(timeout=10)
+    assert from_child[10:26] != new_order_id(3)[10:26]
