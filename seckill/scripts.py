@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from hiredis import pack_command
+from redis._parsers import _AsyncHiredisParser
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
@@ -112,15 +114,23 @@ class ScriptRunner:
             packed = b"".join([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))
                                for script, keys, args, _ in batch])
             await conn.send_packed_command(packed, check_health=False)
-            for call in batch:
-                try:
-                    result = await conn.read_response()
-                except NoScriptError:
-                    retry.append(call)
-                except ResponseError as exc:  # a script error: that call fails, not the rest
-                    _settle(call[3], exc=exc)
-                else:
-                    _settle(call[3], result=result)
+            read = _reply_reader(conn)
+            try:
+                # One bound for the whole batch: redis-py's read_response arms and cancels
+                # a timer per reply, which cost more than the rest of the read.
+                async with asyncio.timeout(conn.socket_timeout):
+                    for call in batch:
+                        reply = await read()
+                        if isinstance(reply, NoScriptError):
+                            retry.append(call)
+                        elif isinstance(reply, ResponseError):  # that call fails, not the rest
+                            _settle(call[3], exc=reply)
+                        else:
+                            _settle(call[3], result=reply)
+            except TimeoutError:
+                raise RedisTimeoutError("timeout reading script replies") from None
+            except OSError as exc:
+                raise RedisConnectionError(f"error reading script replies: {exc!r}") from exc
         except BaseException:
             await conn.disconnect()  # replies may be half-read: never reuse the connection
             raise
@@ -132,6 +142,23 @@ class ScriptRunner:
         self._flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _reply_reader(conn: Any) -> Callable[[], Awaitable[Any]]:
+    """The next reply, with Redis errors returned rather than raised: the hiredis parser's
+    own read when the connection has one (it is redis-py's default when hiredis is
+    installed, and seckill requires hiredis), else the connection's read."""
+    parser = getattr(conn, "_parser", None)
+    if isinstance(parser, _AsyncHiredisParser):
+        return parser.read_response
+
+    async def read() -> Any:
+        try:
+            return await conn.read_response(timeout=math.inf)
+        except ResponseError as exc:
+            return exc
+
+    return read
 
 
 def _pack(command: tuple[Arg, ...]) -> bytes:
