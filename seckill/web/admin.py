@@ -33,7 +33,7 @@ async def schedule_sale(request: web.Request) -> web.Response:
 @routes.patch("/api/v1/admin/sales/{sale_id}")
 async def patch_sale(request: web.Request) -> web.Response:
     actor = operator(request)
-    sale_id = path_id(request, "sale_id", sale_not_found())
+    sale_id = path_id(request, "sale_id", sale_not_found)
     sale = await request.app[OPERATIONS].patch_sale(sale_id, await body(request, SalePatch),
                                                     actor.user_id)
     return json_response(sale.to_json(sale.stock, utcnow()))
@@ -43,7 +43,7 @@ async def patch_sale(request: web.Request) -> web.Response:
 async def cancel_sale(request: web.Request) -> web.Response:
     actor = operator(request)
     ops = request.app[OPERATIONS]
-    sale = await ops.cancel_sale(path_id(request, "sale_id", sale_not_found()), actor.user_id)
+    sale = await ops.cancel_sale(path_id(request, "sale_id", sale_not_found), actor.user_id)
     remaining = (await ops.state.remaining([sale.id]))[sale.id]
     return json_response(sale.to_json(sale.stock if remaining is None else remaining, utcnow()))
 
@@ -52,7 +52,7 @@ async def cancel_sale(request: web.Request) -> web.Response:
 async def sale_stats(request: web.Request) -> web.Response:
     operator(request)
     ops = request.app[OPERATIONS]
-    return json_response(await ops.stats(path_id(request, "sale_id", sale_not_found())))
+    return json_response(await ops.stats(path_id(request, "sale_id", sale_not_found)))
 
 
 @routes.get("/api/v1/admin/audit")

@@ -49,11 +49,21 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def error_response(status: int, code: str, message: str, *,
                    fields: dict[str, str] | None = None,
                    retry_after: int | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": code, "message": message}
     if fields:
-        body["fields"] = fields
+        body = _encode({"error": code, "message": message, "fields": fields})
+    else:  # the same few refusals again and again (sold_out above all): encoded once
+        body = _ENVELOPES.get((code, message))
+        if body is None:
+            body = _encode({"error": code, "message": message})
+            if len(_ENVELOPES) < MAX_ENVELOPES:
+                _ENVELOPES[code, message] = body
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return json_response(body, status, headers)
+    return web.Response(body=body, status=status, headers=headers,
+                        content_type="application/json")
+
+
+MAX_ENVELOPES = 1024
+_ENVELOPES: dict[tuple[str, str], bytes] = {}
 
 
 def guard(route: str, handler: Handler) -> Handler:

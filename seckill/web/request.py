@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import TypeVar
 
 from aiohttp import web
@@ -23,10 +24,10 @@ def operator(request: web.Request) -> Principal:
     return require_operator(shopper(request))
 
 
-def path_id(request: web.Request, name: str, not_found: NotFound) -> int:
+def path_id(request: web.Request, name: str, not_found: Callable[[], NotFound]) -> int:
     value = parse_id(request.match_info[name])
     if value is None:
-        raise not_found
+        raise not_found()
     return value
 
 

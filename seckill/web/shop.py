@@ -34,7 +34,7 @@ async def purchase(request: web.Request) -> web.Response:
     user = shopper(request)
     key = idempotency_key(request)
     wanted = await body(request, PurchaseIn, empty_ok=True)
-    sale_id = path_id(request, "sale_id", sale_not_found())
+    sale_id = path_id(request, "sale_id", sale_not_found)
     nonce, pow_found = "", 0
     token = request.headers.get("Purchase-Token")
     if token is not None:
@@ -51,7 +51,7 @@ async def purchase(request: web.Request) -> web.Response:
 async def purchase_token(request: web.Request) -> web.Response:
     """A one-time purchase token, bound to the caller and the sale; only once it is live."""
     user = shopper(request)
-    sale_id = path_id(request, "sale_id", sale_not_found())
+    sale_id = path_id(request, "sale_id", sale_not_found)
     sale = await request.app[BROWSE].one(sale_id)
     if sale["status"] not in ("live", "sold_out"):
         raise Conflict(sale["status"] if sale["status"] != "scheduled" else "not_started",
@@ -67,7 +67,7 @@ async def purchase_token(request: web.Request) -> web.Response:
 async def waiting_room(request: web.Request) -> web.Response:
     """POST takes a place in the waiting room (a second join keeps it); GET reads it."""
     user = shopper(request)
-    sale_id = path_id(request, "sale_id", sale_not_found())
+    sale_id = path_id(request, "sale_id", sale_not_found)
     return json_response(await request.app[WAITING_ROOM].place(
         sale_id, user.user_id, join=request.method == "POST"))
 
@@ -109,5 +109,5 @@ async def list_sales(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/sales/{sale_id}")
 async def get_sale(request: web.Request) -> web.Response:
-    sale_id = path_id(request, "sale_id", sale_not_found())
+    sale_id = path_id(request, "sale_id", sale_not_found)
     return json_response(await request.app[BROWSE].one(sale_id))
