@@ -49,6 +49,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def error_response(status: int, code: str, message: str, *,
                    fields: dict[str, str] | None = None,
                    retry_after: int | None = None) -> web.Response:
+    body: bytes | None
     if fields:
         body = _encode({"error": code, "message": message, "fields": fields})
     else:  # the same few refusals again and again (sold_out above all): encoded once
