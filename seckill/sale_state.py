@@ -80,8 +80,8 @@ class SaleState:
                 for sid, v in zip(sale_ids, values, strict=True)}
 
     async def remaining_one(self, sale_id: int) -> int | None:
-        value = await self._redis.hget(self._keys.sale(sale_id).state, "remaining")
-        return None if value is None else int(value)
+        """One sale's remaining units, batched with the purchases of the same moment."""
+        return await self._scripts.remaining(self._keys.sale(sale_id))
 
     async def held(self, sale_id: int) -> int:
         values = await self._redis.hvals(self._keys.sale(sale_id).holders)

@@ -299,6 +299,7 @@ class Scripts:
         self._release = Script.load("release")
         self._load_sale = Script.load("load_sale")
         self._snapshot = Script.load("snapshot")
+        self._remaining = Script.load("remaining")
         self._adjust = Script.load("adjust_holdings", idempotent=False)
 
     async def purchase(self, keys: SaleKeys, a: Attempt,
@@ -344,6 +345,10 @@ class Scripts:
         args += h.released
         raw = await self._run(self._load_sale, keys.all(), args)
         return LoadCode(raw[0]), int(raw[1])
+
+    async def remaining(self, keys: SaleKeys) -> int | None:
+        raw = await self._run(self._remaining, [keys.state], [])
+        return None if raw is None else int(raw)
 
     async def snapshot(self, keys: SaleKeys) -> Snapshot:
         raw = await self._run(self._snapshot, [keys.state, keys.holders, keys.outbox,

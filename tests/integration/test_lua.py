@@ -325,3 +325,14 @@ async def test_a_resent_winning_attempt_answers_the_same_win(lua: Lua) -> None:
         (first.order_id, first.quantity, first.order_json)
     assert await lua.remaining() == 3
     assert await lua.holders() == {"resent": 2}
+
+
+async def test_remaining_reads_what_purchases_left(lua: Lua) -> None:
+    assert await lua.scripts.remaining(lua.keys) is None  # no state: the caller rebuilds
+    await lua.load()
+    assert await lua.scripts.remaining(lua.keys) == 5
+    # Reads and purchases of one moment share a pipeline, in the order they were made.
+    before, won, after = await asyncio.gather(
+        lua.scripts.remaining(lua.keys), lua.buy("alice", 2), lua.scripts.remaining(lua.keys))
+    assert (before, won.code, after) == (5, PurchaseCode.WON, 3)
+    assert await lua.remaining() == 3
