@@ -82,6 +82,17 @@ DEFENCES = (
 )
 
 
+def _against(row: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, Any]:
+    """The row with its ratios to the reference of the same round: req/s, and the front
+    door's CPU per answered request (the reference's over the scenario's: 0.5 means each
+    request costs the front door twice the reference's CPU)."""
+    if ref is not None and ref["result"]["rps"]:
+        row["ratio_to_reference"] = row["result"]["rps"] / ref["result"]["rps"]
+        if row["serve_cpu_us"]:
+            row["cpu_ratio_to_reference"] = ref["serve_cpu_us"] / row["serve_cpu_us"]
+    return row
+
+
 def purchase(sale_id: str) -> Template:
     return Template("POST", f"/api/v1/sales/{sale_id}/purchase", PURCHASE_BODY, auth=True)
 
@@ -89,8 +100,10 @@ def purchase(sale_id: str) -> Template:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=float, default=8.0,
-                   help="seconds of load per scenario (default 8)")
+    p.add_argument("--duration", type=float, default=5.0,
+                   help="seconds of load per scenario and round (default 5)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of reference and scenarios; the table gives medians (3)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up (default 1)")
     p.add_argument("--defence-duration", type=float, default=None,
                    help="seconds of load per configuration of the defences phase "
@@ -130,7 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.defence_duration is None:
         args.defence_duration = args.duration
-    for name in ("duration", "connections", "processes", "gen_workers", "max_rate",
+    for name in ("duration", "rounds", "connections", "processes", "gen_workers", "max_rate",
                  "mixed_stock", "units", "shoppers", "persist_orders", "defence_duration"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
@@ -146,6 +159,9 @@ class Bench:
     client: Client | None = None
     serve: Service | None = None
     worker: Service | None = None
+    ref: Service | None = None
+    ref_base: str = ""
+    ref_tokens: Path = Path()
     db: asyncpg.Pool | None = None
     record: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -184,6 +200,7 @@ class Bench:
         machine_cpu = meter.machine()
         el = result.elapsed_s or math.inf
         row = {"scenario": name, "result": result.to_json(),
+               "serve_cpu_us": (1e6 * serve_cpu / result.responses) if result.responses else 0,
                "cpu_pct": {"serve": 100 * serve_cpu / el,
                            "generator": 100 * result.generator_cpu_s / el,
                            "other": 100 * sum(detail.values()) / el,
@@ -203,21 +220,18 @@ class Bench:
         return math.ceil(float(self.args.max_rate) * float(self.args.duration))
 
     # -- the reference ------------------------------------------------------------------
-    async def reference(self) -> None:
+    async def start_reference(self) -> None:
         port = free_port()
-        ref = await start("reference", reference_argv(port, self.args.processes), env={},
-                          log_dir=self.work)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            await wait_http(base + "/healthz", ref)
-            tokens = self.tokens("reference", 20_000)
-            templates = (purchase("1"),)
-            await self.drive(replace(self.plan(base, templates, tokens, {202}),
-                                     duration_s=self.args.warmup))
-            self.rows.append(await self.measure(
-                "reference POST", self.plan(base, templates, tokens, {202}), ref))
-        finally:
-            await ref.stop()
+        self.ref = await start("reference", reference_argv(port, self.args.processes), env={},
+                               log_dir=self.work)
+        self.ref_base = f"http://127.0.0.1:{port}"
+        await wait_http(self.ref_base + "/healthz", self.ref)
+        await self.drive(replace(self.plan(self.ref_base, (purchase("1"),),
+                                           self.tokens("reference", 20_000), {202}),
+                                 duration_s=self.args.warmup))
+
+    def reference_plan(self) -> Plan:
+        return self.plan(self.ref_base, (purchase("1"),), self.ref_tokens, {202})
 
     # -- the real stack -----------------------------------------------------------------
     async def start_stack(self) -> None:
@@ -245,36 +259,64 @@ class Bench:
                                  duration_s=self.args.warmup))
         await self.settle(sale["id"])
 
-    async def winning(self) -> None:
+    # -- the scenarios, in rounds -------------------------------------------------------
+    async def scenarios(self, skip: set[str]) -> None:
+        """Every scenario once a round, each round starting with the reference.
+
+        These machines are noisy: the same server moves by tens of per cent from one minute
+        to the next. A scenario's ratio is taken against the reference measured in the same
+        round, a minute apart at most, and the table gives the median over the rounds.
+        """
         assert self.client is not None and self.serve is not None
-        sale = await self.client.schedule_sale(stock=HUGE_STOCK)
-        tokens = self.tokens("winning", self.scenario_tokens())
-        row = await self.measure("winning purchase", self.plan(
-            self.base, (purchase(sale["id"]),), tokens, {202}), self.serve)
+        with_ref = "reference" not in skip
+        winning = sold_out = None
+        if "winning" not in skip:
+            winning = (await self.client.schedule_sale(stock=HUGE_STOCK))["id"]
+        if "sold_out" not in skip:
+            sold_out = (await self.client.schedule_sale(stock=1))["id"]
+            status, body = await self.client.buy(sold_out, f"b{self.env.tag}-first")
+            if status != 202:
+                raise RuntimeError(f"the only unit of the sold-out sale was not sold: {body}")
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for n in range(self.args.rounds):
+            print(f"round {n + 1} of {self.args.rounds}", flush=True)
+            ref = None
+            if with_ref:
+                assert self.ref is not None
+                ref = await self.measure("reference POST", self.reference_plan(), self.ref)
+                runs.setdefault(ref["scenario"], []).append(ref)
+            if winning is not None:
+                tokens = self.tokens("winning", self.scenario_tokens())
+                row = await self.measure("winning purchase", self.plan(
+                    self.base, (purchase(winning),), tokens, {202}), self.serve)
+                runs.setdefault(row["scenario"], []).append(_against(row, ref))
+            if sold_out is not None:
+                tokens = self.tokens("sold-out", self.scenario_tokens())
+                row = await self.measure("sold-out (409)", self.plan(
+                    self.base, (purchase(sold_out),), tokens, {409}), self.serve)
+                runs.setdefault(row["scenario"], []).append(_against(row, ref))
+            if "mixed" not in skip:
+                runs.setdefault(f"mixed sale (stock {self.args.mixed_stock:,})", []).append(
+                    _against(await self.mixed(), ref))
+        self.rows.extend(report.median_row(name, rows) for name, rows in runs.items())
+        if winning is not None:
+            await self.check_sale("winning purchase", winning)
+        if sold_out is not None:
+            status, body = await self.client.buy(sold_out, f"b{self.env.tag}-last")
+            if (status, (body or {}).get("error")) != (409, "sold_out"):
+                self.failures.append(f"sold-out sale answered {status} {body}")
+            await self.check_sale("sold-out (409)", sold_out)
+
+    async def check_sale(self, scenario: str, sale_id: str) -> None:
         t0 = time.monotonic()
-        stats = await self.settle(sale["id"])
+        stats = await self.settle(sale_id)
+        row = next(r for r in self.rows if r["scenario"] == scenario)
         row["persisted_after_s"] = round(time.monotonic() - t0, 3)
         row["stats"] = stats
         self.check_stock(row, stats)
-        self.rows.append(row)
 
-    async def sold_out(self) -> None:
-        assert self.client is not None and self.serve is not None
-        sale = await self.client.schedule_sale(stock=1)
-        status, body = await self.client.buy(sale["id"], f"b{self.env.tag}-first")
-        if status != 202:
-            raise RuntimeError(f"the only unit of the sold-out sale was not sold: {body}")
-        tokens = self.tokens("sold-out", self.scenario_tokens())
-        row = await self.measure("sold-out (409)", self.plan(
-            self.base, (purchase(sale["id"]),), tokens, {409}), self.serve)
-        status, body = await self.client.buy(sale["id"], f"b{self.env.tag}-last")
-        if (status, (body or {}).get("error")) != (409, "sold_out"):
-            self.failures.append(f"sold-out sale answered {status} {body}")
-        row["stats"] = stats = await self.settle(sale["id"])
-        self.check_stock(row, stats)
-        self.rows.append(row)
-
-    async def mixed(self) -> None:
+    async def mixed(self) -> dict[str, Any]:
+        """A fresh sale each round: browsing and buying, stock far below demand."""
         assert self.client is not None and self.serve is not None
         sale = await self.client.schedule_sale(stock=self.args.mixed_stock)
         tokens = self.tokens("mixed", self.scenario_tokens())
@@ -287,7 +329,7 @@ class Bench:
         if stats["remaining"] == 0 and wins != self.args.mixed_stock:
             self.failures.append(f"mixed sale: {wins} purchases answered 202 for a stock of "
                                  f"{self.args.mixed_stock}")
-        self.rows.append(row)
+        return row
 
     # -- what each defence costs -------------------------------------------------------
     async def defences(self) -> None:
@@ -483,7 +525,8 @@ class Bench:
                          for k, v in vars(self.args).items()}})
         if "reference" not in skip:
             print("reference server ...", flush=True)
-            await self.reference()
+            await self.start_reference()
+            self.ref_tokens = self.tokens("reference-measured", self.scenario_tokens())
         print("seckill serve + seckill worker ...", flush=True)
         await self.start_stack()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -491,14 +534,12 @@ class Bench:
             self.db = await asyncpg.create_pool(self.env.database_url, min_size=1, max_size=2)
             try:
                 await self.warm_stack()
-                for name, phase in (("winning", self.winning), ("sold_out", self.sold_out),
-                                    ("mixed", self.mixed), ("defences", self.defences)):
-                    if name not in skip:
-                        await phase()
-                ref = next((r for r in self.rows if r["scenario"] == "reference POST"), None)
-                for r in self.rows:
-                    if ref is not None and r is not ref and ref["result"]["rps"]:
-                        r["ratio_to_reference"] = r["result"]["rps"] / ref["result"]["rps"]
+                await self.scenarios(skip)
+                if self.ref is not None:
+                    await self.ref.stop()
+                    self.ref = None
+                if "defences" not in skip:
+                    await self.defences()
                 self.record["scenarios"] = self.rows
                 if "defences" not in skip:
                     self.record["defences"] = self.defence_rows
@@ -512,7 +553,7 @@ class Bench:
         self.record["failures"] = self.failures
 
     async def stop(self) -> None:
-        for service in (self.worker, self.serve):
+        for service in (self.worker, self.serve, self.ref):
             if service is not None:
                 await service.stop()
 

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,19 +20,45 @@ def _num(x: float | None, digits: int = 1) -> str:
     return f"{x:,.{digits}f}"
 
 
+def median_row(name: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for a scenario measured in several rounds: the round of median req/s, with
+    the median ratios, the worst p99 and the errors of all rounds."""
+    ordered = sorted(rounds, key=lambda r: r["result"]["rps"])
+    mid = dict(ordered[len(ordered) // 2])
+    mid["result"] = dict(mid["result"])
+    mid["result"]["p99_ms"] = max(r["result"]["p99_ms"] or 0 for r in rounds)
+    mid["result"]["errors"] = sum(r["result"]["errors"] for r in rounds)
+    for key in ("ratio_to_reference", "cpu_ratio_to_reference"):
+        values = [r[key] for r in rounds if key in r]
+        if values:
+            mid[key] = statistics.median(values)
+    mid["scenario"] = name
+    mid["rounds"] = [{"rps": r["result"]["rps"], "p99_ms": r["result"]["p99_ms"],
+                      "ratio_to_reference": r.get("ratio_to_reference"),
+                      "cpu_ratio_to_reference": r.get("cpu_ratio_to_reference"),
+                      "serve_cpu_us": r["serve_cpu_us"], "cpu_pct": r["cpu_pct"]}
+                     for r in rounds]
+    return mid
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no throughput scenario was run)"
     head = ["scenario", "req/s", "p50 ms", "p99 ms", "errors", "vs reference",
-            "serve CPU", "gen CPU", "other CPU", "machine CPU"]
+            "CPU/req us", "CPU vs ref", "serve CPU", "gen CPU", "other CPU", "machine CPU"]
     body = []
     for r in rows:
         res = r["result"]
         ratio = r.get("ratio_to_reference")
+        cpu_ratio = r.get("cpu_ratio_to_reference")
         cpu = r["cpu_pct"]
+        reference = r["scenario"] == "reference POST"
         body.append([
             r["scenario"], _num(res["rps"], 0), _num(res["p50_ms"], 2), _num(res["p99_ms"], 2),
-            str(res["errors"]), "1.00" if ratio is None else f"{ratio:.2f}",
+            str(res["errors"]),
+            "1.00" if reference else "-" if ratio is None else f"{ratio:.2f}",
+            _num(r.get("serve_cpu_us", math.nan), 0),
+            "1.00" if reference else "-" if cpu_ratio is None else f"{cpu_ratio:.2f}",
             f"{cpu['serve']:.0f}%", f"{cpu['generator']:.0f}%", f"{cpu['other']:.0f}%",
             f"{cpu['machine']:.0f}%"])
     return _grid(head, body)
@@ -71,7 +98,11 @@ DEFENCES_LEGEND = (
     "measure, all admitted). `vs no defences` is req/s over the same path's `no defences` row.")
 
 
-LEGEND = ("CPU in % of one core over the run: serve = the front door (reference or seckill); "
+LEGEND = ("Each row is the median of the rounds; a ratio is to the reference measured in the "
+          "same round; p99 is the worst round's.\n`CPU/req us` = the front door's CPU per "
+          "answered request; `CPU vs ref` = the reference's CPU/req over the row's (the front "
+          "door's\nown cost, whatever else the machine runs). "
+          "CPU in % of one core over the run: serve = the front door (reference or seckill); "
           "gen = the load generator;\nother = seckill worker + Redis + RabbitMQ + "
           "PostgreSQL; machine = everything on all cores (max 100% x cores).")
 
