@@ -22,6 +22,7 @@ import jwt
 import msgspec
 
 from seckill.errors import Forbidden, Unauthorized
+from seckill.recent import Recent
 
 MAX_TOKEN_LENGTH = 4096
 
@@ -34,7 +35,7 @@ class Principal(NamedTuple):  # a tuple: built for every new token, at half a da
 class TokenVerifier:
     """Verifies tokens once; a verified token is cached until its `exp` (plus leeway)."""
 
-    def __init__(self, secret: str, *, leeway_s: int = 30, cache_size: int = 200_000) -> None:
+    def __init__(self, secret: str, *, leeway_s: int = 30, cache_size: int = 8192) -> None:
         key = secret.encode()
         if len(key) > _BLOCK:
             key = hashlib.sha256(key).digest()
@@ -43,8 +44,8 @@ class TokenVerifier:
         self._outer = hashlib.sha256(key.translate(_OPAD))
         self._good_heads: set[str] = set()
         self._leeway = leeway_s
-        self._cache_size = cache_size
-        self._cache: dict[str, tuple[Principal, float]] = {}
+        # The recently verified tokens: a shopper's retries and polls come seconds apart.
+        self._cache: Recent[str, tuple[Principal, float]] = Recent(cache_size)
 
     def verify_header(self, header: str | None) -> Principal:
         if not header:
@@ -61,7 +62,7 @@ class TokenVerifier:
             principal, good_until = hit
             if now <= good_until:
                 return principal
-            del self._cache[token]
+            self._cache.pop(token)
             raise Unauthorized("The token has expired.")
         if len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized("The token is too long.")
@@ -97,9 +98,7 @@ class TokenVerifier:
         return self._remember(token, Principal(sub, claims.get("role") == "operator"), exp)
 
     def _remember(self, token: str, principal: Principal, exp: float) -> Principal:
-        if len(self._cache) >= self._cache_size:
-            self._cache.clear()
-        self._cache[token] = (principal, float(exp) + self._leeway)
+        self._cache.put(token, (principal, float(exp) + self._leeway))
         return principal
 
     def _hs256_claims(self, token: str) -> bytes:

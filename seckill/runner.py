@@ -24,9 +24,10 @@ SHUTDOWN_TIMEOUT_S = 10.0
 def tune_gc() -> None:
     """Fewer, cheaper collections for a long-running server.
 
-    The caches of a flash sale (verified tokens, per-user buckets, holders) hold hundreds of
-    thousands of small objects; with the default thresholds, full collections walk them all
-    every few thousand requests and show up as 100 ms stalls at the 99th percentile. Objects
+    The memories of a flash sale (verified tokens, per-user buckets, holders, sale caches)
+    hold tens of thousands of small objects; with the default thresholds, full collections
+    walk them all every few thousand requests and showed up as 100 ms stalls at the 99th
+    percentile. Objects
     alive after start-up are frozen out of collection; young collections run 50x less often.
     """
     gc.collect()

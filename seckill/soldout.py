@@ -25,9 +25,12 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from seckill.keys import KeySpace
+from seckill.recent import Recent
 
 log = logging.getLogger(__name__)
-MAX_BUCKETS = 200_000
+# Buckets untouched while this many newer users arrived are forgotten (see seckill.recent):
+# with the default limit (5/s, burst 10) a bucket idle for 2 s is full again anyway.
+RECENT_BUCKETS = 16_384
 
 
 @dataclass(slots=True)
@@ -40,20 +43,18 @@ class _Entry:
     until: float
     rate: float
     burst: float
-    buckets: dict[str, tuple[float, float]]
+    buckets: Recent[str, tuple[float, float]]
 
     def take(self, user_id: str, now: float) -> int:
         """Spend one of the user's tokens: 0 when the attempt may pass, else the wait in ms."""
         if self.rate <= 0 or self.burst <= 0:
             return 0
-        tokens, ts = self.buckets.get(user_id, (self.burst, now))
+        tokens, ts = self.buckets.get(user_id) or (self.burst, now)
         tokens = min(self.burst, tokens + (now - ts) * self.rate)
         if tokens < 1:
-            self.buckets[user_id] = (tokens, now)
+            self.buckets.put(user_id, (tokens, now))
             return int(-(-(1 - tokens) * 1000 // self.rate))
-        if len(self.buckets) >= MAX_BUCKETS:
-            self.buckets.clear()
-        self.buckets[user_id] = (tokens - 1, now)
+        self.buckets.put(user_id, (tokens - 1, now))
         return 0
 
 
@@ -115,7 +116,8 @@ class SoldOutBoard:
                 return
             self._entries[sale_id] = _Entry(
                 restocks, frozenset(holders), int(limit), int(starts), int(ends),
-                time.time() + self._ttl, float(u_rate or 0), float(u_burst or 0), {})
+                time.time() + self._ttl, float(u_rate or 0), float(u_burst or 0),
+                Recent(RECENT_BUCKETS))
         except Exception as exc:  # the fast path is an optimisation: Redis still decides
             log.warning("could not load sold-out sale %s: %r", sale_id, exc)
         finally:
