@@ -58,3 +58,17 @@ def test_a_forked_process_does_not_repeat_its_parents_ids() -> None:
     from_child = queue.get(timeout=10)
     child.join(timeout=10)
     assert from_child[10:26] != new_order_id(3)[10:26]
+
+
+@pytest.mark.parametrize("text", [
+    ULID_TEXT, ULID_TEXT.lower(), "7" + "Z" * 25, "0" * 26, "8" + ULID_TEXT[1:], "U" * 26,
+    ULID_TEXT[:-1] + "I", ULID_TEXT[:-1] + "L", ULID_TEXT[:-1] + "O", ULID_TEXT[:-1] + " ",
+    ULID_TEXT[:-1] + "é", ULID_TEXT[:-1], ULID_TEXT + "0", ULID_TEXT[:-1] + "ß",
+])
+def test_order_ids_accept_what_python_ulid_accepts(text: str) -> None:
+    try:
+        ULID.from_str(text)
+        valid = True
+    except ValueError:
+        valid = False
+    assert (sale_of_order(f"{text}-5") == 5) is valid
