@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LAYOUT = "v1"
+_MAX_REMEMBERED = 4096
+_SALE_KEYS: dict[tuple[str, int], SaleKeys] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,15 @@ class KeySpace:
         return f"{self.prefix}:{LAYOUT}"
 
     def sale(self, sale_id: int) -> SaleKeys:
+        """A sale's key names (built once per prefix and sale: every purchase asks)."""
+        found = _SALE_KEYS.get((self.prefix, sale_id))
+        if found is None:
+            if len(_SALE_KEYS) >= _MAX_REMEMBERED:
+                _SALE_KEYS.clear()
+            found = _SALE_KEYS[self.prefix, sale_id] = self._sale(sale_id)
+        return found
+
+    def _sale(self, sale_id: int) -> SaleKeys:
         tag = f"{self.base}:{{sale:{sale_id}}}"
         return SaleKeys(
             tag=tag,
