@@ -134,9 +134,9 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform()}
 
 
-def write(record: dict[str, Any], directory: Path = RESULTS_DIR) -> Path:
+def write(record: dict[str, Any], directory: Path = RESULTS_DIR, kind: str = "bench") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = directory / f"bench-{stamp}.json"
+    path = directory / f"{kind}-{stamp}.json"
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     return path

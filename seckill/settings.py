@@ -93,6 +93,8 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     # Purchases in flight per process before new ones get 503 overloaded.
     max_inflight_purchases: int = 5000
+    # How long a front-door process trusts its memory of a sold-out sale (0: never).
+    sold_out_memory_ms: int = 1000
     request_timeout_s: float = 10.0
     jwt_leeway_s: int = 30
 
@@ -127,6 +129,8 @@ class Settings:
             trusted_proxies=_networks(merged.get("SECKILL_TRUSTED_PROXIES", "")),
             max_inflight_purchases=_int(merged, "SECKILL_MAX_INFLIGHT_PURCHASES",
                                         d.max_inflight_purchases, 1, 10_000_000),
+            sold_out_memory_ms=_int(merged, "SECKILL_SOLD_OUT_MEMORY_MS", d.sold_out_memory_ms,
+                                    0, 600_000),
             expiry_interval_ms=_int(
                 merged, "SECKILL_EXPIRY_INTERVAL_MS", d.expiry_interval_ms, 10, 600_000
             ),

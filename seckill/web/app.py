@@ -81,7 +81,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[KEYS], app[SCRIPTS], app[SALE_CACHE], app[SALE_STATE], app[PUMP] = (
         keys, scripts, cache, state, pump)
     app[OPERATIONS] = Operations(db, state, cache)
-    board = SoldOutBoard(redis, keys)
+    board = SoldOutBoard(redis, keys, ttl_s=settings.sold_out_memory_ms / 1000)
     app[PURCHASES] = Purchases(
         scripts, keys, pump, cache, state, board,
         RateDefaults(settings.user_rate_per_s, settings.user_burst,

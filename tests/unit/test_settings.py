@@ -32,12 +32,13 @@ def test_values_from_the_environment(no_dotenv: Path) -> None:
         "SECKILL_DATABASE_URL": "postgresql://d/x", "SECKILL_JWT_SECRET": "s" * 40,
         "SECKILL_HOST": "0.0.0.0", "SECKILL_PORT": "9000", "SECKILL_LOG_LEVEL": "debug",
         "SECKILL_REDIS_POOL_SIZE": "7", "SECKILL_EXPIRY_INTERVAL_MS": "10",
-        "SECKILL_OUTBOX_GRACE_MS": "0"}, dotenv=no_dotenv)
+        "SECKILL_OUTBOX_GRACE_MS": "0", "SECKILL_SOLD_OUT_MEMORY_MS": "0"}, dotenv=no_dotenv)
     assert (settings.redis_url, settings.amqp_url, settings.database_url) == (
         "redis://r:1/2", "amqp://a/", "postgresql://d/x")
     assert (settings.jwt_secret, settings.host, settings.port) == ("s" * 40, "0.0.0.0", 9000)
     assert (settings.log_level, settings.redis_pool_size) == ("DEBUG", 7)
     assert (settings.expiry_interval_ms, settings.outbox_grace_ms) == (10, 0)
+    assert settings.sold_out_memory_ms == 0
     assert not settings.using_dev_secret
 
 
@@ -54,6 +55,7 @@ def test_empty_values_mean_the_default(no_dotenv: Path) -> None:
     ("SECKILL_REDIS_POOL_SIZE", "0"), ("SECKILL_REDIS_POOL_SIZE", "many"),
     ("SECKILL_DB_POOL_SIZE", "1001"), ("SECKILL_EXPIRY_INTERVAL_MS", "9"),
     ("SECKILL_EXPIRY_INTERVAL_MS", "1e3"), ("SECKILL_OUTBOX_GRACE_MS", "-5"),
+    ("SECKILL_SOLD_OUT_MEMORY_MS", "-1"), ("SECKILL_SOLD_OUT_MEMORY_MS", "600001"),
 ])
 def test_bad_integers_are_config_errors(no_dotenv: Path, name: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=name):
