@@ -10,6 +10,7 @@ from seckill.appkeys import (
     PURCHASE_TOKENS,
     PURCHASES,
     SETTINGS,
+    VERIFIER,
     WAITING_ROOM,
 )
 from seckill.errors import Conflict, order_not_found, sale_not_found
@@ -31,17 +32,18 @@ def _order_id(request: web.Request) -> str:
 
 @routes.post("/api/v1/sales/{sale_id}/purchase")
 async def purchase(request: web.Request) -> web.Response:
-    user = shopper(request)
+    app, headers = request.app, request.headers  # each is a property: read once
+    user = app[VERIFIER].verify_header(headers.get("Authorization"))
     key = idempotency_key(request)
     wanted = await body(request, PurchaseIn, empty_ok=True)
     sale_id = path_id(request, "sale_id", sale_not_found)
     nonce, pow_found = "", 0
-    token = request.headers.get("Purchase-Token")
+    token = headers.get("Purchase-Token")
     if token is not None:
-        nonce = request.app[PURCHASE_TOKENS].verify(token, user.user_id, sale_id)
-        pow_found = pow_bits(token, request.headers.get("Purchase-Pow", ""))
-    address = client_address(request, request.app[SETTINGS].trusted_proxies)
-    accepted = await request.app[PURCHASES].purchase(
+        nonce = app[PURCHASE_TOKENS].verify(token, user.user_id, sale_id)
+        pow_found = pow_bits(token, headers.get("Purchase-Pow", ""))
+    address = client_address(request, app[SETTINGS].trusted_proxies)
+    accepted = await app[PURCHASES].purchase(
         sale_id, user.user_id, wanted.quantity, key, address=address, token_nonce=nonce,
         pow_bits=pow_found)
     return json_response(accepted.to_json(), 202)
