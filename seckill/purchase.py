@@ -61,16 +61,24 @@ class Purchases:
     max_inflight: int = 5000
     inflight: int = 0
 
-    async def purchase(self, sale_id: int, user_id: str, quantity: int,
-                       idempotency_key: str | None, *, address: str | None = None,
-                       token_nonce: str = "", pow_bits: int = 0) -> Accepted:
-        if idempotency_key is None:
-            fast = self.board.refuses(sale_id, user_id, quantity)
-            if fast is not None:
-                metrics.PURCHASES_SOLD_OUT_FAST.inc()
-                if fast > 0:
-                    raise rate_limited(fast)
-                raise Conflict("sold_out", _REFUSALS[PurchaseCode.SOLD_OUT])
+    def refused_locally(self, sale_id: int, user_id: str, quantity: int,
+                        idempotency_key: str | None) -> SeckillError | None:
+        """The sold-out fast path: the refusal Redis would certainly give, or None (ask it).
+        Synchronous, so that most of a flash sale's requests need no coroutine of their own."""
+        if idempotency_key is not None:
+            return None
+        fast = self.board.refuses(sale_id, user_id, quantity)
+        if fast is None:
+            return None
+        metrics.PURCHASES_SOLD_OUT_FAST.inc()
+        if fast > 0:
+            return rate_limited(fast)
+        return Conflict("sold_out", _REFUSALS[PurchaseCode.SOLD_OUT])
+
+    async def decide(self, sale_id: int, user_id: str, quantity: int,
+                     idempotency_key: str | None, *, address: str | None = None,
+                     token_nonce: str = "", pow_bits: int = 0) -> Accepted:
+        """Redis decides (the purchase script)."""
         if self.inflight >= self.max_inflight:
             metrics.PURCHASES.labels("shed").inc()
             raise Overloaded("The sale is very busy; try again in a moment.")

@@ -63,6 +63,11 @@ def error_response(status: int, code: str, message: str, *,
                         content_type="application/json")
 
 
+def refusal_response(exc: SeckillError) -> web.Response:
+    return error_response(exc.status, exc.code, exc.message, fields=exc.fields,
+                          retry_after=exc.retry_after)
+
+
 MAX_ENVELOPES = 1024
 _ENVELOPES: dict[tuple[str, str], bytes] = {}
 
@@ -84,8 +89,7 @@ def guard(route: str, handler: Handler) -> Handler:
             else:
                 response = await handler(request)
         except SeckillError as exc:
-            response = error_response(exc.status, exc.code, exc.message, fields=exc.fields,
-                                      retry_after=exc.retry_after)
+            response = refusal_response(exc)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

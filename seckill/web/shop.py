@@ -16,7 +16,7 @@ from seckill.appkeys import (
 from seckill.errors import Conflict, order_not_found, sale_not_found
 from seckill.purchase_tokens import pow_bits
 from seckill.schemas import PurchaseIn, from_ms, rfc3339
-from seckill.web.middleware import json_response
+from seckill.web.middleware import json_response, refusal_response
 from seckill.web.request import body, client_address, idempotency_key, path_id, shopper
 
 routes = web.RouteTableDef()
@@ -43,7 +43,11 @@ async def purchase(request: web.Request) -> web.Response:
         nonce = app[PURCHASE_TOKENS].verify(token, user.user_id, sale_id)
         pow_found = pow_bits(token, headers.get("Purchase-Pow", ""))
     address = client_address(request, app[SETTINGS].trusted_proxies)
-    accepted = await app[PURCHASES].purchase(
+    purchases = app[PURCHASES]
+    refusal = purchases.refused_locally(sale_id, user.user_id, wanted.quantity, key)
+    if refusal is not None:  # most of a flash sale: sold out, answered without Redis
+        return refusal_response(refusal)
+    accepted = await purchases.decide(
         sale_id, user.user_id, wanted.quantity, key, address=address, token_nonce=nonce,
         pow_bits=pow_found)
     return json_response(accepted.to_json(), 202)
