@@ -16,7 +16,6 @@ from enum import StrEnum
 from typing import Any
 
 from hiredis import pack_command
-from redis._parsers import _AsyncHiredisParser
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
@@ -24,6 +23,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from seckill.keys import SaleKeys, idempotency_field
 from seckill.resources import lua_source
+
+try:  # private in redis-py: without it, replies are read through the connection
+    from redis._parsers import _AsyncHiredisParser
+
+    _FAST_PARSERS: tuple[type, ...] = (_AsyncHiredisParser,)
+except ImportError:  # pragma: no cover - depends on the redis-py release
+    _FAST_PARSERS = ()
 
 Arg = str | int
 
@@ -149,8 +155,8 @@ def _reply_reader(conn: Any) -> Callable[[], Awaitable[Any]]:
     own read when the connection has one (it is redis-py's default when hiredis is
     installed, and seckill requires hiredis), else the connection's read."""
     parser = getattr(conn, "_parser", None)
-    if isinstance(parser, _AsyncHiredisParser):
-        return parser.read_response
+    if _FAST_PARSERS and isinstance(parser, _FAST_PARSERS):
+        return parser.read_response  # type: ignore[attr-defined,no-any-return]
 
     async def read() -> Any:
         try:

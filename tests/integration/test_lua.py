@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
+from seckill import scripts as scripts_module
 from seckill.keys import KeySpace, SaleKeys, idempotency_field
 from seckill.order_ids import new_order_id
 from seckill.scripts import (
@@ -336,3 +338,22 @@ async def test_remaining_reads_what_purchases_left(lua: Lua) -> None:
         lua.scripts.remaining(lua.keys), lua.buy("alice", 2), lua.scripts.remaining(lua.keys))
     assert (before, won.code, after) == (5, PurchaseCode.WON, 3)
     assert await lua.remaining() == 3
+
+
+@pytest.mark.parametrize("reader", ["hiredis parser", "connection"])
+async def test_batched_replies_script_errors_and_noscript(
+        lua: Lua, monkeypatch: pytest.MonkeyPatch, reader: str) -> None:
+    """Replies read from the hiredis parser, or through the connection (a redis-py without
+    that private parser): the same answers, a script error fails its own call only,
+    NOSCRIPT is reloaded."""
+    if reader == "connection":
+        monkeypatch.setattr(scripts_module, "_FAST_PARSERS", ())
+    await lua.load()
+    await lua.redis.script_flush()
+    results = await asyncio.gather(*(lua.buy(f"user{i}") for i in range(7)))
+    assert [r.code for r in results].count(PurchaseCode.WON) == 5
+    assert await lua.scripts.remaining(lua.keys) == 0
+    with pytest.raises(ResponseError):  # a script error fails its own call only
+        await lua.scripts.purchase(
+            lua.keys, Attempt(SALE_ID, "x", "many", new_order_id(SALE_ID)))  # type: ignore[arg-type]
+    assert (await lua.buy("late")).code is PurchaseCode.SOLD_OUT
