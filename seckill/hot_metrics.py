@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client.core import REGISTRY, CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
@@ -42,23 +43,40 @@ class Observations:
         self.total += value
 
 
-class HotCounter(Collector):
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
-                 register: bool = True) -> None:
-        self._name = name.removesuffix("_total")
+C = TypeVar("C", Count, Observations)
+
+
+class _Family(Collector, Generic[C]):
+    """A metric's labelled children, created on first use and registered for scraping."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 register: bool) -> None:
+        self._name = name
         self._doc = documentation
         self._labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], Count] = {}
+        self._children: dict[tuple[str, ...], C] = {}
         if register:
             REGISTRY.register(self)
 
-    def labels(self, *values: str) -> Count:
+    def _new_child(self) -> C:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> C:
         if len(values) != len(self._labelnames):
             raise ValueError(f"{self._name} takes labels {self._labelnames}")
         child = self._children.get(values)
         if child is None:
-            child = self._children[values] = Count()
+            child = self._children[values] = self._new_child()
         return child
+
+
+class HotCounter(_Family[Count]):
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = (), *,
+                 register: bool = True) -> None:
+        super().__init__(name.removesuffix("_total"), documentation, labelnames, register)
+
+    def _new_child(self) -> Count:
+        return Count()
 
     def inc(self, amount: float = 1.0) -> None:
         self.labels().inc(amount)
@@ -74,24 +92,14 @@ class HotCounter(Collector):
         yield family
 
 
-class HotHistogram(Collector):
+class HotHistogram(_Family[Observations]):
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
                  buckets: Sequence[float], *, register: bool = True) -> None:
-        self._name = name
-        self._doc = documentation
-        self._labelnames = tuple(labelnames)
         self._bounds = tuple(float(b) for b in buckets)
-        self._children: dict[tuple[str, ...], Observations] = {}
-        if register:
-            REGISTRY.register(self)
+        super().__init__(name, documentation, labelnames, register)
 
-    def labels(self, *values: str) -> Observations:
-        if len(values) != len(self._labelnames):
-            raise ValueError(f"{self._name} takes labels {self._labelnames}")
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = Observations(self._bounds)
-        return child
+    def _new_child(self) -> Observations:
+        return Observations(self._bounds)
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         family = HistogramMetricFamily(self._name, self._doc, labels=self._labelnames)

@@ -8,13 +8,14 @@ from seckill.hot_metrics import HotCounter, HotHistogram
 
 # Updated by every request: lock-free, collected at scrape time.
 REQUESTS = HotCounter("seckill_http_requests_total", "HTTP requests by route and status",
-                   ["method", "route", "status"])
+                      ["method", "route", "status"])
 LATENCY = HotHistogram("seckill_http_request_seconds", "HTTP request latency by route",
-                    ["route"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
-PURCHASES = HotCounter("seckill_purchases_total", "Purchase attempts by outcome (decided by Redis)",
-                    ["outcome"])
+                       ["route"],
+                       buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+PURCHASES = HotCounter("seckill_purchases_total",
+                       "Purchase attempts by outcome (decided by Redis)", ["outcome"])
 PURCHASES_SOLD_OUT_FAST = HotCounter("seckill_purchases_sold_out_fast_total",
-                                  "Purchases refused sold_out by the local fast path")
+                                     "Purchases refused sold_out by the local fast path")
 # Updated per batch or per order by the pump and the workers.
 ORDERS_PUBLISHED = Counter("seckill_orders_published_total",
                            "Won orders confirmed by RabbitMQ (front door)")

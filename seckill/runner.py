@@ -27,8 +27,8 @@ def tune_gc() -> None:
     The memories of a flash sale (verified tokens, per-user buckets, holders, sale caches)
     hold tens of thousands of small objects; with the default thresholds, full collections
     walk them all every few thousand requests and showed up as 100 ms stalls at the 99th
-    percentile. Objects
-    alive after start-up are frozen out of collection; young collections run 50x less often.
+    percentile. Objects alive after start-up are frozen out of collection; young collections
+    run 50x less often.
     """
     gc.collect()
     gc.freeze()

@@ -10,7 +10,6 @@ from seckill.appkeys import (
     PURCHASE_TOKENS,
     PURCHASES,
     SETTINGS,
-    VERIFIER,
     WAITING_ROOM,
 )
 from seckill.errors import Conflict, order_not_found, sale_not_found
@@ -32,8 +31,8 @@ def _order_id(request: web.Request) -> str:
 
 @routes.post("/api/v1/sales/{sale_id}/purchase")
 async def purchase(request: web.Request) -> web.Response:
+    user = shopper(request)
     app, headers = request.app, request.headers  # each is a property: read once
-    user = app[VERIFIER].verify_header(headers.get("Authorization"))
     key = idempotency_key(request)
     wanted = await body(request, PurchaseIn, empty_ok=True)
     sale_id = path_id(request, "sale_id", sale_not_found)
