@@ -82,18 +82,22 @@ T = TypeVar("T")
 
 _PATH = re.compile(r"at `\$\.?([^`\[]*)")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
-_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+_decoders: dict[type[Any], tuple[msgspec.json.Decoder[Any], tuple[str, ...]]] = {}
+_TIME_FIELDS = ("starts_at", "ends_at")
 
 
 def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
     """Decode and validate a JSON body; any problem becomes `400 invalid_request`."""
-    if not body.strip():
+    if not body or body.isspace():
         if empty_ok:
             return kind()
         raise InvalidRequest("The request needs a JSON body.")
-    decoder = _decoders.get(kind)
-    if decoder is None:
-        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    known = _decoders.get(kind)
+    if known is None:
+        fields = getattr(kind, "__struct_fields__", ())
+        known = _decoders[kind] = (msgspec.json.Decoder(kind),
+                                   tuple(name for name in _TIME_FIELDS if name in fields))
+    decoder, times = known
     try:
         value: T = decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -103,8 +107,8 @@ def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
         raise InvalidRequest(f"Invalid value: {text}", {field: text.split(" - at ")[0]}) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
-    for name in ("starts_at", "ends_at"):
-        when = getattr(value, name, None)
+    for name in times:  # only the kinds that have them: a missing getattr raises inside
+        when = getattr(value, name)
         if isinstance(when, datetime) and when.tzinfo is None:
             raise InvalidRequest("Times must be RFC 3339 with a UTC offset, e.g. "
                                  "2026-11-25T13:00:00Z.", {name: "missing UTC offset"})

@@ -43,18 +43,22 @@ class _Entry:
     until: float
     rate: float
     burst: float
-    buckets: Recent[str, tuple[float, float]]
+    # Per user, the time their bucket would be full again minus one token's interval (GCRA:
+    # one float a user instead of a (tokens, time) pair; the same verdicts as the bucket).
+    buckets: Recent[str, float]
 
     def take(self, user_id: str, now: float) -> int:
         """Spend one of the user's tokens: 0 when the attempt may pass, else the wait in ms."""
-        if self.rate <= 0 or self.burst <= 0:
+        rate = self.rate
+        if rate <= 0 or self.burst <= 0:
             return 0
-        tokens, ts = self.buckets.get(user_id) or (self.burst, now)
-        tokens = min(self.burst, tokens + (now - ts) * self.rate)
-        if tokens < 1:
-            self.buckets.put(user_id, (tokens, now))
-            return int(-(-(1 - tokens) * 1000 // self.rate))
-        self.buckets.put(user_id, (tokens - 1, now))
+        due = self.buckets.get(user_id)
+        if due is None or due < now:
+            due = now
+        wait = due - now - (self.burst - 1) / rate  # > 0: less than one token left
+        if wait > 0:
+            return int(-(-wait * 1000 // 1))
+        self.buckets.put(user_id, due + 1 / rate)
         return 0
 
 

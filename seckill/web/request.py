@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from aiohttp import web
@@ -25,18 +25,43 @@ def operator(request: web.Request) -> Principal:
 
 
 def path_id(request: web.Request, name: str, not_found: Callable[[], NotFound]) -> int:
-    value = parse_id(request.match_info[name])
+    raw = request.match_info[name]
+    value = _path_ids.get(raw)
     if value is None:
-        raise not_found()
+        value = parse_id(raw)
+        if value is None:
+            raise not_found()
+        if len(_path_ids) >= MAX_PATH_IDS:  # a handful of live sales; a scan cannot grow it
+            _path_ids.clear()
+        _path_ids[raw] = value
     return value
+
+
+# The ids seen in paths, parsed: every purchase of a sale carries the same few characters.
+MAX_PATH_IDS = 1024
+_path_ids: dict[str, int] = {}
 
 
 async def body(request: web.Request, kind: type[T], *, empty_ok: bool = False) -> T:
     return decode(await request.read(), kind, empty_ok=empty_ok)
 
 
-def idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
+def body_now(request: web.Request, kind: type[T], *, empty_ok: bool = False) -> T | None:
+    """Like `body`, when all of the body is here already (a small POST arrives with its
+    headers): without the three coroutines of `request.read()`. None while some of it is
+    still on its way. It consumes the body: a request is read by this or by `body`."""
+    content = request.content
+    if not content.is_eof():
+        return None
+    raw = content.read_nowait()
+    if len(raw) > request.client_max_size:  # as request.read() refuses it
+        raise web.HTTPRequestEntityTooLarge(max_size=request.client_max_size,
+                                            actual_size=len(raw))
+    return decode(raw, kind, empty_ok=empty_ok)
+
+
+def idempotency_key(headers: Mapping[str, str]) -> str | None:
+    key = headers.get("Idempotency-Key")
     if key is None:
         return None
     if not 1 <= len(key) <= 64 or not key.isprintable():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from aiohttp import web
 
 from seckill.appkeys import (
@@ -10,13 +12,22 @@ from seckill.appkeys import (
     PURCHASE_TOKENS,
     PURCHASES,
     SETTINGS,
+    VERIFIER,
     WAITING_ROOM,
 )
+from seckill.auth import Principal
 from seckill.errors import Conflict, order_not_found, sale_not_found
 from seckill.purchase_tokens import pow_bits
 from seckill.schemas import PurchaseIn, from_ms, rfc3339
-from seckill.web.middleware import json_response, refusal_response
-from seckill.web.request import body, client_address, idempotency_key, path_id, shopper
+from seckill.web.middleware import answers_at_once, json_response, refusal_response
+from seckill.web.request import (
+    body,
+    body_now,
+    client_address,
+    idempotency_key,
+    path_id,
+    shopper,
+)
 
 routes = web.RouteTableDef()
 MAX_ORDER_ID = 64
@@ -30,24 +41,42 @@ def _order_id(request: web.Request) -> str:
 
 
 @routes.post("/api/v1/sales/{sale_id}/purchase")
-async def purchase(request: web.Request) -> web.Response:
-    user = shopper(request)
+@answers_at_once
+def purchase(request: web.Request) -> web.Response | Awaitable[web.Response]:
+    """Redis decides; the sold-out refusals (most of a flash sale) are answered at once."""
     app, headers = request.app, request.headers  # each is a property: read once
-    key = idempotency_key(request)
+    user = app[VERIFIER].verify_header(headers.get("Authorization"))
+    key = idempotency_key(headers)
+    wanted = body_now(request, PurchaseIn, empty_ok=True)
+    if wanted is None:  # the body is still on its way
+        return _read_then_buy(request, user, key)
+    sale_id = path_id(request, "sale_id", sale_not_found)
+    token = headers.get("Purchase-Token")
+    if token is None and key is None:
+        refusal = app[PURCHASES].refused_locally(sale_id, user.user_id, wanted.quantity)
+        if refusal is not None:
+            return refusal_response(refusal)
+    return _buy(request, user, key, wanted.quantity, sale_id, token)
+
+
+async def _read_then_buy(request: web.Request, user: Principal, key: str | None
+                         ) -> web.Response:
     wanted = await body(request, PurchaseIn, empty_ok=True)
     sale_id = path_id(request, "sale_id", sale_not_found)
+    return await _buy(request, user, key, wanted.quantity, sale_id,
+                      request.headers.get("Purchase-Token"))
+
+
+async def _buy(request: web.Request, user: Principal, key: str | None, quantity: int,
+               sale_id: int, token: str | None) -> web.Response:
+    app = request.app
     nonce, pow_found = "", 0
-    token = headers.get("Purchase-Token")
     if token is not None:
         nonce = app[PURCHASE_TOKENS].verify(token, user.user_id, sale_id)
-        pow_found = pow_bits(token, headers.get("Purchase-Pow", ""))
-    address = client_address(request, app[SETTINGS].trusted_proxies)
-    purchases = app[PURCHASES]
-    refusal = purchases.refused_locally(sale_id, user.user_id, wanted.quantity, key)
-    if refusal is not None:  # most of a flash sale: sold out, answered without Redis
-        return refusal_response(refusal)
-    accepted = await purchases.decide(
-        sale_id, user.user_id, wanted.quantity, key, address=address, token_nonce=nonce,
+        pow_found = pow_bits(token, request.headers.get("Purchase-Pow", ""))
+    accepted = await app[PURCHASES].decide(
+        sale_id, user.user_id, quantity, key,
+        address=client_address(request, app[SETTINGS].trusted_proxies), token_nonce=nonce,
         pow_bits=pow_found)
     return json_response(accepted.to_json(), 202)
 

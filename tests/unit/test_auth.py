@@ -123,27 +123,38 @@ def test_leeway_is_honoured_and_bounded() -> None:
         TokenVerifier(SECRET, leeway_s=0).verify(just_expired)
 
 
-def test_cache_respects_exp(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_token_good_before_is_refused_once_past_exp(monkeypatch: pytest.MonkeyPatch) -> None:
     verifier = TokenVerifier(SECRET, leeway_s=30)
     now = time.time()
     token = mint_token(SECRET, "alice", ttl_s=100, now=now - 90)  # exp = now + 10
     assert verifier.verify(token).user_id == "alice"
 
-    monkeypatch.setattr(auth.time, "time", lambda: now + 39)  # within exp + leeway: cached
+    monkeypatch.setattr(auth.time, "time", lambda: now + 39)  # within exp + leeway
     assert verifier.verify(token).user_id == "alice"
     monkeypatch.setattr(auth.time, "time", lambda: now + 41)  # past exp + leeway
     with pytest.raises(Unauthorized, match="expired"):
         verifier.verify(token)
 
 
-def test_a_full_cache_is_emptied_not_trusted() -> None:
-    verifier = TokenVerifier(SECRET, cache_size=2)
+def test_good_tokens_seen_before_do_not_let_a_forgery_through() -> None:
+    verifier = TokenVerifier(SECRET)
     tokens = [mint_token(SECRET, f"user{i}") for i in range(5)]
     for _ in range(2):
         assert [verifier.verify(t).user_id for t in tokens] == [f"user{i}" for i in range(5)]
     forged = sign({"sub": "user0", "exp": _future()}, "other-secret-" + "q" * 40)
     with pytest.raises(Unauthorized):
         verifier.verify(forged)
+
+
+@pytest.mark.parametrize("header", ["Bearer ", "Bearer    ", "bearer {t}", "BEARER  {t} "])
+def test_bearer_scheme_variants(header: str) -> None:
+    token = mint_token(SECRET, "alice")
+    verifier = TokenVerifier(SECRET)
+    if "{t}" in header:
+        assert verifier.verify_header(header.format(t=token)).user_id == "alice"
+    else:
+        with pytest.raises(Unauthorized):
+            verifier.verify_header(header)
 
 
 def test_require_operator() -> None:
