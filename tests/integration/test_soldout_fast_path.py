@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator
+
+import pytest
 
 from tests.support import Api, wait_until
 
@@ -63,3 +67,47 @@ async def test_cancelled_sale_is_not_answered_sold_out(api: Api) -> None:
     assert status == 200
     status, body = await api.purchase(sale["id"], "late")
     assert (status, body["error"]) == (409, "cancelled")
+
+
+async def test_fast_path_keeps_the_users_rate_limit(api: Api) -> None:
+    sale = await api.create_sale(stock=1, user_rate_per_s=1, user_burst=2)
+    assert (await api.purchase(sale["id"], "only"))[0] == 202
+    await _until_fast(api, sale["id"])
+    before = await _fast_refusals(api)
+
+    answers = [await api.purchase(sale["id"], "flooder") for _ in range(3)]
+    assert [(s, b["error"]) for s, b in answers] == [
+        (409, "sold_out"), (409, "sold_out"), (429, "rate_limited")]
+    status, body, headers = await api.request_full(
+        "POST", f"/api/v1/sales/{sale['id']}/purchase", user="flooder", json={"quantity": 1})
+    assert (status, body["error"], headers["Retry-After"]) == (429, "rate_limited", "1")
+    # Another shopper is not held back by the flooder's bucket.
+    status, body = await api.purchase(sale["id"], "someone-else")
+    assert (status, body["error"]) == (409, "sold_out")
+    assert await _fast_refusals(api) == before + 5  # all answered by the fast path
+
+
+async def _slowly(parts: list[bytes]) -> AsyncIterator[bytes]:
+    """A slow client: the body's second half leaves well after the headers."""
+    for i, part in enumerate(parts):
+        if i:
+            await asyncio.sleep(0.05)  # a slow network, not a wait for the server
+        yield part
+
+
+@pytest.mark.parametrize("stock", [5, 1])
+async def test_a_body_that_arrives_after_the_headers_is_read(api: Api, stock: int) -> None:
+    sale = await api.create_sale(stock=stock, per_user_limit=2)
+    if stock == 1:
+        assert (await api.purchase(sale["id"], "only"))[0] == 202
+        await _until_fast(api, sale["id"])
+    async with api.session.post(
+            f"{api.base}/api/v1/sales/{sale['id']}/purchase",
+            data=_slowly([b'{"quantity":', b' 2}']),
+            headers={**api.auth("slow"), "Content-Type": "application/json"}) as resp:
+        answer = await resp.json()
+    if stock == 1:
+        assert (resp.status, answer["error"]) == (409, "sold_out")
+    else:
+        assert (resp.status, answer["quantity"]) == (202, 2)
+        assert (await api.stats(sale["id"]))["remaining"] == 3
