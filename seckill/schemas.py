@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -74,7 +75,7 @@ class SalePatch(msgspec.Struct, kw_only=True):
     admit_per_s: Rate | None = None
 
 
-class PurchaseIn(msgspec.Struct, kw_only=True):
+class PurchaseIn(msgspec.Struct, kw_only=True, frozen=True):
     quantity: Annotated[int, Meta(ge=1, le=MAX_QUANTITY)] = 1
 
 
@@ -82,8 +83,21 @@ T = TypeVar("T")
 
 _PATH = re.compile(r"at `\$\.?([^`\[]*)")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
-_decoders: dict[type[Any], tuple[msgspec.json.Decoder[Any], tuple[str, ...]]] = {}
 _TIME_FIELDS = ("starts_at", "ends_at")
+# Bodies of a frozen kind, up to this size, are remembered decoded (at most MAX_MEMO each):
+# a flash sale's purchases carry the same few bytes, `{"quantity":1}` above all.
+MEMO_BODY_SIZE = 64
+MAX_MEMO = 256
+
+
+@dataclass(slots=True)
+class _Kind:
+    decoder: msgspec.json.Decoder[Any]
+    times: tuple[str, ...]  # the time fields it has, checked for a UTC offset
+    memo: dict[bytes, Any] | None  # for a frozen kind: small bodies already decoded
+
+
+_kinds: dict[type[Any], _Kind] = {}
 
 
 def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
@@ -92,14 +106,16 @@ def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
         if empty_ok:
             return kind()
         raise InvalidRequest("The request needs a JSON body.")
-    known = _decoders.get(kind)
+    known = _kinds.get(kind)
     if known is None:
-        fields = getattr(kind, "__struct_fields__", ())
-        known = _decoders[kind] = (msgspec.json.Decoder(kind),
-                                   tuple(name for name in _TIME_FIELDS if name in fields))
-    decoder, times = known
+        known = _kinds[kind] = _describe(kind)
+    memo = known.memo
+    if memo is not None:
+        remembered: T | None = memo.get(body)
+        if remembered is not None:
+            return remembered
     try:
-        value: T = decoder.decode(body)
+        value: T = known.decoder.decode(body)
     except msgspec.ValidationError as exc:
         text = str(exc)
         match = _PATH.search(text) or _MISSING.search(text)
@@ -107,12 +123,21 @@ def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
         raise InvalidRequest(f"Invalid value: {text}", {field: text.split(" - at ")[0]}) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}") from None
-    for name in times:  # only the kinds that have them: a missing getattr raises inside
+    for name in known.times:  # only the kinds that have them: a missing getattr raises inside
         when = getattr(value, name)
         if isinstance(when, datetime) and when.tzinfo is None:
             raise InvalidRequest("Times must be RFC 3339 with a UTC offset, e.g. "
                                  "2026-11-25T13:00:00Z.", {name: "missing UTC offset"})
+    if memo is not None and len(body) <= MEMO_BODY_SIZE and len(memo) < MAX_MEMO:
+        memo[body] = value
     return value
+
+
+def _describe(kind: type[Any]) -> _Kind:
+    fields = getattr(kind, "__struct_fields__", ())
+    config = getattr(kind, "__struct_config__", None)
+    return _Kind(msgspec.json.Decoder(kind), tuple(n for n in _TIME_FIELDS if n in fields),
+                 {} if config is not None and config.frozen else None)
 
 
 def parse_id(raw: object) -> int | None:

@@ -117,3 +117,16 @@ def test_malformed_json(raw: bytes) -> None:
         decode(raw, PurchaseIn, empty_ok=True)
     assert info.value.code == "invalid_request"
     assert "JSON" in info.value.message
+
+
+def test_small_bodies_of_a_frozen_kind_are_decoded_once() -> None:
+    first = decode(b'{"quantity":7}', PurchaseIn)
+    assert decode(b'{"quantity":7}', PurchaseIn) is first
+    assert decode(b'{"quantity":8}', PurchaseIn).quantity == 8
+    for _ in range(2):  # a refused body is never remembered
+        with pytest.raises(InvalidRequest):
+            decode(b'{"quantity":0}', PurchaseIn)
+    big = b'{"quantity":7' + b" " * 80 + b"}"
+    assert decode(big, PurchaseIn) is not decode(big, PurchaseIn)  # too big to remember
+    sale = decode(GOOD_SALE, SaleIn)
+    assert decode(GOOD_SALE, SaleIn) is not sale  # mutable kinds are decoded every time
