@@ -115,9 +115,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="wrk when installed (auto), or the built-in asyncio generator")
     p.add_argument("--gen-workers", type=int, default=1,
                    help="wrk threads, or asyncio generator processes (1)")
-    p.add_argument("--max-rate", type=int, default=12_000,
+    p.add_argument("--max-rate", type=int, default=40_000,
                    help="req/s a scenario may reach: tokens are minted for duration x max-rate "
-                        "distinct shoppers (12000)")
+                        "distinct shoppers (40000)")
     p.add_argument("--mixed-stock", type=int, default=1000,
                    help="stock of the realistic mixed sale, far below demand (1000)")
     p.add_argument("--units", type=int, default=1000,
