@@ -24,7 +24,7 @@ SHUTDOWN_TIMEOUT_S = 10.0
 def tune_gc() -> None:
     """Fewer, cheaper collections for a long-running server.
 
-    The memories of a flash sale (verified tokens, per-user buckets, holders, sale caches)
+    The memories of a flash sale (per-user rate buckets, holders, sale caches, bodies)
     hold tens of thousands of small objects; with the default thresholds, full collections
     walk them all every few thousand requests and showed up as 100 ms stalls at the 99th
     percentile. Objects alive after start-up are frozen out of collection; young collections
