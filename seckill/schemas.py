@@ -84,7 +84,7 @@ T = TypeVar("T")
 _PATH = re.compile(r"at `\$\.?([^`\[]*)")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
 _TIME_FIELDS = ("starts_at", "ends_at")
-# Bodies of a frozen kind, up to this size, are remembered decoded (at most MAX_MEMO each):
+# Bodies of a frozen kind, up to this size, are remembered decoded (MAX_MEMO at most a kind):
 # a flash sale's purchases carry the same few bytes, `{"quantity":1}` above all.
 MEMO_BODY_SIZE = 64
 MAX_MEMO = 256
@@ -128,7 +128,9 @@ def decode(body: bytes, kind: type[T], *, empty_ok: bool = False) -> T:
         if isinstance(when, datetime) and when.tzinfo is None:
             raise InvalidRequest("Times must be RFC 3339 with a UTC offset, e.g. "
                                  "2026-11-25T13:00:00Z.", {name: "missing UTC offset"})
-    if memo is not None and len(body) <= MEMO_BODY_SIZE and len(memo) < MAX_MEMO:
+    if memo is not None and len(body) <= MEMO_BODY_SIZE:
+        if len(memo) >= MAX_MEMO:  # odd bodies filled it: start again, the usual ones return
+            memo.clear()
         memo[body] = value
     return value
 

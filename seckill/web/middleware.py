@@ -107,14 +107,21 @@ def guard(route: str, handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         try:
-            answer = handler(request) if at_once is None else at_once(request)
-            if isinstance(answer, web.StreamResponse):
-                response = answer
-            elif bounded:
-                async with asyncio.timeout(request.app[SETTINGS].request_timeout_s):
-                    response = await answer
+            if at_once is None:
+                if bounded:
+                    async with asyncio.timeout(request.app[SETTINGS].request_timeout_s):
+                        response = await handler(request)
+                else:
+                    response = await handler(request)
             else:
-                response = await answer
+                answer = at_once(request)
+                if isinstance(answer, web.StreamResponse):
+                    response = answer
+                elif bounded:
+                    async with asyncio.timeout(request.app[SETTINGS].request_timeout_s):
+                        response = await answer
+                else:
+                    response = await answer
         except SeckillError as exc:
             response = refusal_response(exc)
         except web.HTTPException as exc:
