@@ -477,7 +477,7 @@ class Bench:
         assert self.client is not None and self.db is not None and self.worker is not None
         n = self.args.persist_orders
         # The earlier phases' orders first: a backlog left in the queue would be stored
-        # together with this phase's and halve the pace measured.
+        # together with this phase's and count against its pace.
         await self.queue_drained()
         await self.worker.stop()
         sale = await self.client.schedule_sale(stock=n)
@@ -538,8 +538,7 @@ class Bench:
         self.record.update({
             "started_at": datetime.now(UTC).isoformat(), "machine": report.machine(),
             "generator": ("wrk " + self.wrk_path) if self.wrk_path else "asyncio",
-            "settings": {k: (str(v) if isinstance(v, Path) else v)
-                         for k, v in vars(self.args).items()}})
+            "settings": report.settings(self.args)})
         if "reference" not in skip:
             print("reference server ...", flush=True)
             await self.start_reference()

@@ -205,15 +205,6 @@ async def run(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
     return rows
 
 
-def table(rows: dict[str, Any]) -> str:
-    ref = rows["reference POST"]["cpu_us_per_request"]
-    lines = [f"{'path':<16}{'CPU us/request':>16}{'reference/path':>16}"]
-    for name, row in rows.items():
-        per = row["cpu_us_per_request"]
-        lines.append(f"{name:<16}{per:>16.2f}{ref / per:>16.2f}")
-    return "\n".join(lines)
-
-
 async def main_async(args: argparse.Namespace) -> int:
     env = Environment.new("inproc", database_url=args.database_url, redis_url=args.redis_url,
                           amqp_url=args.amqp_url)
@@ -223,14 +214,10 @@ async def main_async(args: argparse.Namespace) -> int:
     finally:
         with contextlib.suppress(Exception):
             await env.destroy()
-    print()
-    print(table(rows))
-    print("the process' CPU per answered request, without system calls; reference/path: the "
-          "reference's over the path's")
-    record = {"kind": "inprocess", "machine": report.machine(),
-              "settings": {k: (str(v) if isinstance(v, Path) else v)
-                           for k, v in vars(args).items()}, "rows": rows}
-    print(f"\nresults: {report.write(record, args.results_dir, 'inprocess')}")
+    report.finish("inprocess", args, rows, report.per_request(
+        rows, "cpu_us_per_request", "CPU us/request", ".2f"),
+        "the process' CPU per answered request, without system calls; reference/path: the "
+        "reference's over the path's")
     return 0
 
 

@@ -183,15 +183,6 @@ async def run(args: argparse.Namespace, env: Environment, work: Path) -> dict[st
     return rows
 
 
-def table(rows: dict[str, Any]) -> str:
-    ref = rows["reference POST"]["instructions_per_request"]
-    lines = [f"{'path':<16}{'instructions/request':>22}{'reference/path':>16}"]
-    for name, row in rows.items():
-        per = row["instructions_per_request"]
-        lines.append(f"{name:<16}{per:>22,.0f}{ref / per:>16.2f}")
-    return "\n".join(lines)
-
-
 async def main_async(args: argparse.Namespace) -> int:
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -206,14 +197,10 @@ async def main_async(args: argparse.Namespace) -> int:
         with contextlib.suppress(Exception):
             await env.destroy()
         shutil.rmtree(work, ignore_errors=True)
-    print()
-    print(table(rows))
-    print("user-space instructions per answered request (callgrind); reference/path: the "
-          "reference's over the path's")
-    record = {"kind": "instructions", "machine": report.machine(),
-              "settings": {k: (str(v) if isinstance(v, Path) else v)
-                           for k, v in vars(args).items()}, "rows": rows}
-    print(f"\nresults: {report.write(record, args.results_dir, 'instructions')}")
+    report.finish("instructions", args, rows, report.per_request(
+        rows, "instructions_per_request", "instructions/request", ",.0f"),
+        "user-space instructions per answered request (callgrind); reference/path: the "
+        "reference's over the path's")
     return 0
 
 

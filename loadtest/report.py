@@ -134,6 +134,30 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform()}
 
 
+def settings(args: Any) -> dict[str, Any]:
+    """A run's command-line settings, as JSON can hold them."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def per_request(rows: dict[str, Any], key: str, heading: str, spec: str) -> str:
+    """The table of a per-request figure by path, with the reference's over each path's."""
+    ref = rows["reference POST"][key]
+    width = max(len(heading) + 2, 16)
+    lines = [f"{'path':<16}{heading:>{width}}{'reference/path':>16}"]
+    for name, row in rows.items():
+        lines.append(f"{name:<16}{row[key]:>{width}{spec}}{ref / row[key]:>16.2f}")
+    return "\n".join(lines)
+
+
+def finish(kind: str, args: Any, rows: dict[str, Any], table: str, legend: str) -> None:
+    """Print a per-request run's table and legend; write it to `args.results_dir`."""
+    print()
+    print(table)
+    print(legend)
+    record = {"kind": kind, "machine": machine(), "settings": settings(args), "rows": rows}
+    print(f"\nresults: {write(record, args.results_dir, kind)}")
+
+
 def write(record: dict[str, Any], directory: Path = RESULTS_DIR, kind: str = "bench") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
