@@ -53,7 +53,8 @@ async def open_amqp(settings: Settings, *, wait: bool = True
     try:
         connection = await aio_pika.connect_robust(settings.amqp_url, timeout=5,
                                                    reconnect_interval=1)
-    except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError):
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError,
+            StopAsyncIteration):  # aiormq's error when the peer hangs up mid-handshake
         if wait:
             raise
         log.warning("RabbitMQ is unreachable; serving anyway, wins wait in the outbox")
