@@ -36,7 +36,7 @@ _SOLD_OUT_FAST = metrics.PURCHASES_SOLD_OUT_FAST.labels()
 _SOLD_OUT = Conflict("sold_out", _REFUSALS[PurchaseCode.SOLD_OUT])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ would cost a call per field
 class Accepted:
     order_id: str
     sale_id: int

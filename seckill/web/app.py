@@ -77,7 +77,7 @@ async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     state = SaleState(redis, db, keys, scripts,
                       queue_state=lambda: queue_state(app[AMQP], topology))
     publisher = ConfirmedPublisher(app[AMQP], topology, settings.publish_timeout_s)
-    pump = OutboxPump(publisher, redis, keys)
+    pump = OutboxPump(publisher, runner, keys)
     app[KEYS], app[SCRIPTS], app[SALE_CACHE], app[SALE_STATE], app[PUMP] = (
         keys, scripts, cache, state, pump)
     app[OPERATIONS] = Operations(db, state, cache)
