@@ -17,8 +17,8 @@ PROBE_TIMEOUT_S = 1.0
 
 
 @routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return json_response(request, {"status": "ok"})
 
 
 async def _probe(check: Awaitable[object]) -> bool:
@@ -39,7 +39,7 @@ async def _amqp_ok(request: web.Request) -> None:
 
 
 @routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
+async def readyz(request: web.Request) -> web.StreamResponse:
     redis_ok, db_ok, amqp_ok = await asyncio.gather(
         _probe(request.app[REDIS].ping()),
         _probe(request.app[DB].fetchval("SELECT 1")),
@@ -47,19 +47,17 @@ async def readyz(request: web.Request) -> web.Response:
     checks = {"redis": redis_ok, "postgres": db_ok, "rabbitmq": amqp_ok}
     down = [name for name, ok in checks.items() if not ok]
     if down:
-        return json_response({"error": "not_ready",
-                              "message": "Not ready: " + ", ".join(down) + " down.",
-                              "down": down,
-                              "checks": {k: "ok" if v else "down" for k, v in checks.items()}},
-                             503)
-    return json_response({"status": "ready", "checks": {k: "ok" for k in checks}})
+        return json_response(request, {
+            "error": "not_ready", "message": "Not ready: " + ", ".join(down) + " down.",
+            "down": down, "checks": {k: "ok" if v else "down" for k, v in checks.items()}}, 503)
+    return json_response(request, {"status": "ready", "checks": {k: "ok" for k in checks}})
 
 
 @routes.get("/metrics")
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @routes.get("/api/v1/openapi.json")
-async def openapi(request: web.Request) -> web.Response:
-    return json_response(document())
+async def openapi(request: web.Request) -> web.StreamResponse:
+    return json_response(request, document())

@@ -18,6 +18,7 @@ from seckill import metrics
 from seckill.appkeys import SETTINGS
 from seckill.errors import SeckillError
 from seckill.hot_metrics import Count
+from seckill.web import wire
 
 log = logging.getLogger(__name__)
 
@@ -42,32 +43,34 @@ _HTTP_CODES = {
 }
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> web.Response:
-    return web.Response(body=_encode(body), status=status, headers=headers,
-                        content_type="application/json")
+def json_response(request: web.Request, body: Any, status: int = 200) -> web.StreamResponse:
+    return wire.answer(request, _encode(body), status)
+
+
+def envelope(code: str, message: str, fields: dict[str, str] | None = None) -> bytes:
+    """The error envelope's bytes; the same few refusals (sold_out above all) encoded once."""
+    if fields:
+        return _encode({"error": code, "message": message, "fields": fields})
+    body = _ENVELOPES.get((code, message))
+    if body is None:
+        body = _encode({"error": code, "message": message})
+        if len(_ENVELOPES) < MAX_ENVELOPES:
+            _ENVELOPES[code, message] = body
+    return body
 
 
 def error_response(status: int, code: str, message: str, *,
                    fields: dict[str, str] | None = None,
                    retry_after: int | None = None) -> web.Response:
-    body: bytes | None
-    if fields:
-        body = _encode({"error": code, "message": message, "fields": fields})
-    else:  # the same few refusals again and again (sold_out above all): encoded once
-        body = _ENVELOPES.get((code, message))
-        if body is None:
-            body = _encode({"error": code, "message": message})
-            if len(_ENVELOPES) < MAX_ENVELOPES:
-                _ENVELOPES[code, message] = body
+    """The envelope as a plain web.Response, for answers made without a request at hand."""
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return web.Response(body=body, status=status, headers=headers,
+    return web.Response(body=envelope(code, message, fields), status=status, headers=headers,
                         content_type="application/json")
 
 
-def refusal_response(exc: SeckillError) -> web.Response:
-    return error_response(exc.status, exc.code, exc.message, fields=exc.fields,
-                          retry_after=exc.retry_after)
+def refusal_response(request: web.Request, exc: SeckillError) -> web.StreamResponse:
+    return wire.answer(request, envelope(exc.code, exc.message, exc.fields), exc.status,
+                       exc.retry_after)
 
 
 MAX_ENVELOPES = 1024
@@ -118,7 +121,7 @@ def guard(route: str, handler: Handler) -> Handler:
                 async with asyncio.timeout(limit):
                     response = await answer
         except SeckillError as exc:
-            response = refusal_response(exc)
+            response = refusal_response(request, exc)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

@@ -42,7 +42,7 @@ def _order_id(request: web.Request) -> str:
 
 @routes.post("/api/v1/sales/{sale_id}/purchase")
 @answers_at_once
-def purchase(request: web.Request) -> web.Response | Awaitable[web.Response]:
+def purchase(request: web.Request) -> web.StreamResponse | Awaitable[web.StreamResponse]:
     """Redis decides; the sold-out refusals (most of a flash sale) are answered at once."""
     app, headers = request.app, request.headers  # each is a property: read once
     user = app[VERIFIER].verify_header(headers.get("Authorization"))
@@ -55,12 +55,12 @@ def purchase(request: web.Request) -> web.Response | Awaitable[web.Response]:
     if token is None and key is None:
         refusal = app[PURCHASES].refused_locally(sale_id, user.user_id, wanted.quantity)
         if refusal is not None:
-            return refusal_response(refusal)
+            return refusal_response(request, refusal)
     return _buy(request, user, key, wanted.quantity, sale_id, token)
 
 
 async def _read_then_buy(request: web.Request, user: Principal, key: str | None
-                         ) -> web.Response:
+                         ) -> web.StreamResponse:
     wanted = await body(request, PurchaseIn, empty_ok=True)
     sale_id = path_id(request, "sale_id", sale_not_found)
     return await _buy(request, user, key, wanted.quantity, sale_id,
@@ -68,7 +68,7 @@ async def _read_then_buy(request: web.Request, user: Principal, key: str | None
 
 
 async def _buy(request: web.Request, user: Principal, key: str | None, quantity: int,
-               sale_id: int, token: str | None) -> web.Response:
+               sale_id: int, token: str | None) -> web.StreamResponse:
     app = request.app
     nonce, pow_found = "", 0
     if token is not None:
@@ -78,11 +78,11 @@ async def _buy(request: web.Request, user: Principal, key: str | None, quantity:
         sale_id, user.user_id, quantity, key,
         address=client_address(request, app[SETTINGS].trusted_proxies), token_nonce=nonce,
         pow_bits=pow_found)
-    return json_response(accepted.to_json(), 202)
+    return json_response(request, accepted.to_json(), 202)
 
 
 @routes.post("/api/v1/sales/{sale_id}/token")
-async def purchase_token(request: web.Request) -> web.Response:
+async def purchase_token(request: web.Request) -> web.StreamResponse:
     """A one-time purchase token, bound to the caller and the sale; only once it is live."""
     user = shopper(request)
     sale_id = path_id(request, "sale_id", sale_not_found)
@@ -91,57 +91,57 @@ async def purchase_token(request: web.Request) -> web.Response:
         raise Conflict(sale["status"] if sale["status"] != "scheduled" else "not_started",
                        "Purchase tokens are issued only while the sale is live.")
     token, expires_ms = request.app[PURCHASE_TOKENS].issue(user.user_id, sale_id)
-    return json_response({"token": token, "sale_id": str(sale_id),
+    return json_response(request, {"token": token, "sale_id": str(sale_id),
                           "expires_at": rfc3339(from_ms(expires_ms)),
                           "pow_bits": sale["pow_bits"]}, 201)
 
 
 @routes.post("/api/v1/sales/{sale_id}/queue")
 @routes.get("/api/v1/sales/{sale_id}/queue")
-async def waiting_room(request: web.Request) -> web.Response:
+async def waiting_room(request: web.Request) -> web.StreamResponse:
     """POST takes a place in the waiting room (a second join keeps it); GET reads it."""
     user = shopper(request)
     sale_id = path_id(request, "sale_id", sale_not_found)
-    return json_response(await request.app[WAITING_ROOM].place(
+    return json_response(request, await request.app[WAITING_ROOM].place(
         sale_id, user.user_id, join=request.method == "POST"))
 
 
 @routes.get("/api/v1/orders/{order_id}")
-async def get_order(request: web.Request) -> web.Response:
+async def get_order(request: web.Request) -> web.StreamResponse:
     user = shopper(request)
     order = await request.app[ORDERS].get(_order_id(request), user.user_id)
-    return json_response(order.to_json())
+    return json_response(request, order.to_json())
 
 
 @routes.get("/api/v1/me/orders")
-async def my_orders(request: web.Request) -> web.Response:
+async def my_orders(request: web.Request) -> web.StreamResponse:
     user = shopper(request)
     orders = await request.app[ORDERS].mine(user.user_id)
-    return json_response({"orders": [o.to_json() for o in orders]})
+    return json_response(request, {"orders": [o.to_json() for o in orders]})
 
 
 @routes.post("/api/v1/orders/{order_id}/pay")
-async def pay_order(request: web.Request) -> web.Response:
+async def pay_order(request: web.Request) -> web.StreamResponse:
     user = shopper(request)
     order = await request.app[ORDERS].pay(_order_id(request), user.user_id)
-    return json_response(order.to_json())
+    return json_response(request, order.to_json())
 
 
 @routes.post("/api/v1/orders/{order_id}/cancel")
-async def cancel_order(request: web.Request) -> web.Response:
+async def cancel_order(request: web.Request) -> web.StreamResponse:
     user = shopper(request)
     order = await request.app[ORDERS].cancel(_order_id(request), user.user_id)
-    return json_response(order.to_json())
+    return json_response(request, order.to_json())
 
 
 
 
 @routes.get("/api/v1/sales")
-async def list_sales(request: web.Request) -> web.Response:
-    return json_response({"sales": await request.app[BROWSE].open()})
+async def list_sales(request: web.Request) -> web.StreamResponse:
+    return json_response(request, {"sales": await request.app[BROWSE].open()})
 
 
 @routes.get("/api/v1/sales/{sale_id}")
-async def get_sale(request: web.Request) -> web.Response:
+async def get_sale(request: web.Request) -> web.StreamResponse:
     sale_id = path_id(request, "sale_id", sale_not_found)
-    return json_response(await request.app[BROWSE].one(sale_id))
+    return json_response(request, await request.app[BROWSE].one(sale_id))
