@@ -34,11 +34,12 @@ class SaleKeys:
     def room(self) -> str:
         return f"{self.tag}:room"
 
+    # Rate-limit buckets: strings holding when the next attempt is due (purchase.lua).
     def user_bucket(self, user_id: str) -> str:
-        return f"{self.tag}:rl:u:{user_id}"
+        return f"{self.tag}:rate:u:{user_id}"
 
     def address_bucket(self, address: str) -> str:
-        return f"{self.tag}:rl:a:{address}"
+        return f"{self.tag}:rate:a:{address}"
 
 
 @dataclass(frozen=True, slots=True)

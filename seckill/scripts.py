@@ -1,8 +1,9 @@
 """The Lua scripts, registered once and called through typed wrappers.
 
 Calls from concurrent requests are micro-batched: every call made in the same event-loop
-tick goes to Redis in one pipeline of EVALSHAs. A NOSCRIPT reply (Redis restarted and lost
-its script cache) means that call never ran, so it is loaded and retried, safely.
+tick goes to Redis in one pipeline of EVALSHAs, and the purchase attempts of one tick on one
+sale are one call of the purchase script. A NOSCRIPT reply (Redis restarted and lost its
+script cache) means that call never ran, so it is loaded and retried, safely.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from hiredis import pack_command
 from redis.asyncio import Redis
@@ -50,8 +51,20 @@ class Script:
         return cls(name, source, hashlib.sha1(source.encode()).hexdigest(), idempotent)
 
 
-# (script, the command packed for the wire, future); a plain command has no script.
-_Call = tuple[Script | None, bytes, "asyncio.Future[Any]"]
+class Deferred(Protocol):
+    """A call that packs itself when its pipeline is sent (it may grow until then), and
+    takes its reply or failure itself, as a future would."""
+
+    def pack(self) -> bytes: ...
+    def done(self) -> bool: ...
+    def set_result(self, result: Any) -> None: ...
+    def set_exception(self, exc: BaseException) -> None: ...
+
+
+# (script, the command packed for the wire, where its reply goes); a plain command has no
+# script. Deferred calls are packed when their pipeline is flushed.
+_Call = tuple[Script | None, bytes, "asyncio.Future[Any] | Deferred"]
+_Pending = tuple[Script | None, "bytes | Deferred", "asyncio.Future[Any] | Deferred"]
 
 
 class ScriptRunner:
@@ -61,7 +74,7 @@ class ScriptRunner:
     def __init__(self, redis: Redis, max_batch: int = 512) -> None:
         self._redis = redis
         self._max_batch = max_batch
-        self._pending: list[_Call] = []
+        self._pending: list[_Pending] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
@@ -78,20 +91,29 @@ class ScriptRunner:
         may run twice (it is sent again if its connection broke): ZREM, HDEL, SET..."""
         return await self._submit(None, _pack(args))
 
+    def defer(self, script: Script, call: Deferred) -> None:
+        """Queue `call` in this tick's pipeline, in order with the others; it is packed when
+        the pipeline is sent and settled with its reply."""
+        self._queue((script, call, call))
+
     def _submit(self, script: Script | None, command: bytes) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue((script, command, fut))
+        return fut
+
+    def _queue(self, call: _Pending) -> None:
         if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append((script, command, fut))
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(call)
         if len(self._pending) >= self._max_batch:
             self._flush()
-        return fut
 
     def _flush(self) -> None:
         if not self._pending:
             return
-        batch, self._pending = self._pending, []
+        pending, self._pending = self._pending, []
+        batch: list[_Call] = [(script, command if isinstance(command, bytes) else command.pack(),
+                               sink) for script, command, sink in pending]
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -188,7 +210,7 @@ def _pack(command: tuple[Arg, ...]) -> bytes:
     return packed
 
 
-def _settle(fut: asyncio.Future[Any], *, result: Any = None,
+def _settle(fut: asyncio.Future[Any] | Deferred, *, result: Any = None,
             exc: BaseException | None = None) -> None:
     if fut.done():
         return
@@ -327,40 +349,92 @@ _VALUE = b"$%d\r\n%b\r\n"  # a bulk string's template: its length, then itself
 class PurchaseCommand:
     """The purchase script's EVALSHA for one sale, packed as hiredis would pack it.
 
-    Of its 21 keys and arguments, 12 are the same on every call for a sale (its keys, its id,
-    the default rate limits): they are packed once, and each call fills in the other nine
-    with one bytes formatting. hiredis formats every argument with sprintf, which cost more
-    than the rest of the call's packing on the winning path.
+    The sale's seven keys, its id and the default rate limits are the same on every call:
+    they are packed once. Each attempt adds two keys and seven arguments, filled in with one
+    bytes formatting (hiredis formats every argument with sprintf, which cost more than the
+    rest of a call's packing on the winning path).
     """
 
-    __slots__ = ("_template", "defaults")
+    __slots__ = ("_args", "_keys", "_sha", "defaults")
 
     def __init__(self, sha: str, keys: SaleKeys, sale_id: int, defaults: RateDefaults) -> None:
         self.defaults = defaults
+        self._sha = _bulk("EVALSHA") + _bulk(sha)
+        self._keys = b"".join(_bulk(k) for k in (keys.state, keys.holders, keys.idem,
+                                                keys.outbox, keys.orders, keys.used_tokens,
+                                                keys.room))
+        self._args = b"".join(_bulk(str(v)) for v in (
+            sale_id, defaults.user_rate_per_s, defaults.user_burst,
+            defaults.address_rate_per_s, defaults.address_burst))
 
-        def literal(*values: str | int) -> bytes:  # packed once, its "%" kept literal
-            return b"".join(_bulk(str(v)) for v in values).replace(b"%", b"%%")
+    def pack(self, attempt_keys: list[bytes], attempt_args: list[bytes]) -> bytes:
+        """The call for the attempts given as `attempt_keys` and `attempt_args` (each packed
+        by `pack_attempt`)."""
+        count = len(attempt_keys)
+        numkeys = b"%d" % (7 + 2 * count)
+        return b"".join([b"*%d\r\n" % (3 + 7 + 2 * count + 5 + 7 * count), self._sha,
+                         b"$%d\r\n%b\r\n" % (len(numkeys), numkeys), self._keys,
+                         *attempt_keys, self._args, *attempt_args])
 
-        head = ("EVALSHA", sha, 9, keys.state, keys.holders, keys.idem, keys.outbox, keys.orders)
-        rates = (defaults.user_rate_per_s, defaults.user_burst, defaults.address_rate_per_s,
-                 defaults.address_burst)
-        self._template = b"".join([
-            b"*%d\r\n" % (len(head) + 2 + 2 + 5 + 1 + 2 + len(rates)),
-            literal(*head),
-            _VALUE * 2,  # user bucket, address bucket
-            literal(keys.used_tokens, keys.room),
-            _VALUE * 5,  # user id, quantity, idempotency field and key, order id
-            literal(sale_id),
-            _VALUE * 2,  # purchase-token nonce, proof-of-work bits
-            literal(*rates)])
 
-    def pack(self, user_bucket: str, address_bucket: str, user_id: str, quantity: int,
-             field: str, key: str, order_id: str, nonce: str, pow_bits: int) -> bytes:
-        ub, ab, user = user_bucket.encode(), address_bucket.encode(), user_id.encode()
-        qty, f, k = b"%d" % quantity, field.encode(), key.encode()
-        oid, n, pw = order_id.encode(), nonce.encode(), b"%d" % pow_bits
-        return self._template % (len(ub), ub, len(ab), ab, len(user), user, len(qty), qty,
-                                 len(f), f, len(k), k, len(oid), oid, len(n), n, len(pw), pw)
+def pack_attempt(user_bucket: str, address_bucket: str, user_id: str, quantity: int,
+                 field: str, key: str, order_id: str, nonce: str, pow_bits: int
+                 ) -> tuple[bytes, bytes]:
+    """One attempt's two keys and seven arguments, as bulk strings."""
+    ub, ab, user = user_bucket.encode(), address_bucket.encode(), user_id.encode()
+    qty, f, k = b"%d" % quantity, field.encode(), key.encode()
+    oid, n, pw = order_id.encode(), nonce.encode(), b"%d" % pow_bits
+    return (_TWO % (len(ub), ub, len(ab), ab),
+            _SEVEN % (len(user), user, len(qty), qty, len(f), f, len(k), k, len(oid), oid,
+                      len(n), n, len(pw), pw))
+
+
+_TWO, _SEVEN = _VALUE * 2, _VALUE * 7
+MAX_ATTEMPTS = 256  # attempts in one call of the purchase script
+
+
+class PurchaseBatch:
+    """The attempts on one sale of one moment: one call of the purchase script, packed when
+    the runner sends its pipeline; each attempt's future gets its own result."""
+
+    __slots__ = ("_args", "_futures", "_keys", "closed", "command")
+
+    def __init__(self, command: PurchaseCommand) -> None:
+        self.command = command
+        self._keys: list[bytes] = []
+        self._args: list[bytes] = []
+        self._futures: list[asyncio.Future[PurchaseResult]] = []
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def add(self, keys: bytes, args: bytes) -> asyncio.Future[PurchaseResult]:
+        fut: asyncio.Future[PurchaseResult] = asyncio.get_running_loop().create_future()
+        self._keys.append(keys)
+        self._args.append(args)
+        self._futures.append(fut)
+        return fut
+
+    def pack(self) -> bytes:
+        self.closed = True
+        return self.command.pack(self._keys, self._args)
+
+    def done(self) -> bool:
+        return all(fut.done() for fut in self._futures)
+
+    def set_result(self, reply: list[Any]) -> None:
+        codes = _PURCHASE_CODES
+        for i, fut in enumerate(self._futures):
+            if not fut.done():
+                at = 4 * i
+                fut.set_result(PurchaseResult(codes[reply[at]], reply[at + 1],
+                                              int(reply[at + 2]), reply[at + 3]))
+
+    def set_exception(self, exc: BaseException) -> None:
+        for fut in self._futures:
+            if not fut.done():
+                fut.set_exception(exc)
 
 
 class Scripts:
@@ -375,22 +449,37 @@ class Scripts:
         self._remaining = Script.load("remaining")
         self._adjust = Script.load("adjust_holdings", idempotent=False)
         self._purchase_commands: dict[str, PurchaseCommand] = {}  # by the sale's state key
+        self._open_batches: dict[str, PurchaseBatch] = {}  # this tick's, by state key
 
     async def purchase(self, keys: SaleKeys, a: Attempt,
                        defaults: RateDefaults = RateDefaults()) -> PurchaseResult:
-        command = self._purchase_commands.get(keys.state)
-        if command is None or command.defaults is not defaults:
-            if len(self._purchase_commands) >= MAX_PURCHASE_COMMANDS:
-                self._purchase_commands.clear()
-            command = self._purchase_commands[keys.state] = PurchaseCommand(
-                self._purchase.sha, keys, a.sale_id, defaults)
+        """Decide one attempt. The attempts on a sale made in the same loop tick are decided
+        by one call of the script, in the order they were made."""
+        batch = self._open_batches.get(keys.state)
+        if batch is None or batch.closed or len(batch) >= MAX_ATTEMPTS \
+                or batch.command.defaults is not defaults:
+            command = self._purchase_commands.get(keys.state)
+            if command is None or command.defaults is not defaults:
+                if len(self._purchase_commands) >= MAX_PURCHASE_COMMANDS:
+                    self._purchase_commands.clear()
+                command = self._purchase_commands[keys.state] = PurchaseCommand(
+                    self._purchase.sha, keys, a.sale_id, defaults)
+            batch = PurchaseBatch(command)
+            fresh = True
+        else:
+            fresh = False
         key = a.idempotency_key
         user_bucket = keys.user_bucket(a.user_id)
-        raw = await self._run.packed(self._purchase, command.pack(
+        fut = batch.add(*pack_attempt(
             user_bucket, keys.address_bucket(a.address) if a.address else user_bucket,
             a.user_id, a.quantity, idempotency_field(a.user_id, key) if key else "", key or "",
             a.order_id, a.token_nonce, a.pow_bits))
-        return PurchaseResult(_PURCHASE_CODES[raw[0]], raw[1], int(raw[2]), raw[3])
+        if fresh:  # queued once it holds an attempt: the runner may send it at once
+            if len(self._open_batches) >= MAX_PURCHASE_COMMANDS:
+                self._open_batches.clear()
+            self._open_batches[keys.state] = batch
+            self._run.defer(self._purchase, batch)
+        return await fut
 
     async def release(self, keys: SaleKeys, *, order_id: str, user_id: str, quantity: int,
                       sale_id: int, channel: str) -> ReleaseCode:

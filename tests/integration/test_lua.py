@@ -213,7 +213,7 @@ async def test_a_sale_without_state_is_not_loaded(lua: Lua) -> None:
     before = await lua.everything()
     result = await lua.buy("alice", 1, key="k")
     assert (result.code, result.order_id) == (PurchaseCode.NOT_LOADED, "")
-    assert {k: v for k, v in (await lua.everything()).items() if ":rl:" not in k} == before
+    assert {k: v for k, v in (await lua.everything()).items() if ":rate:" not in k} == before
     assert await lua.release(new_order_id(SALE_ID), "alice", 1) is ReleaseCode.NOT_LOADED
     assert await lua.remaining() is None
 
