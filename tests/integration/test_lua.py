@@ -362,3 +362,129 @@ async def test_batched_replies_script_errors_and_noscript(
         return_exceptions=True)
     assert isinstance(broken, ResponseError)
     assert isinstance(late, PurchaseResult) and late.code is PurchaseCode.SOLD_OUT
+
+
+# -- attempts decided together: one call of the script for a sale's attempts of one tick --
+
+class CallCounter:
+    """Counts the purchase script's calls the runner queues (one per batch of attempts)."""
+
+    def __init__(self, runner: ScriptRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches: list[Any] = []
+        queue = runner.defer
+
+        def counted(script: Script, call: Any) -> None:
+            self.batches.append(call)
+            queue(script, call)
+
+        monkeypatch.setattr(runner, "defer", counted)
+
+    @property
+    def calls(self) -> list[int]:
+        """How many attempts each call carried."""
+        return [len(batch) for batch in self.batches]
+
+
+async def together(lua: Lua, *attempts: tuple[str, int, str | None]) -> list[PurchaseResult]:
+    return list(await asyncio.gather(*(lua.buy(user, qty, key) for user, qty, key in attempts)))
+
+
+async def test_attempts_of_one_moment_are_one_call(lua: Lua,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = CallCounter(lua.runner, monkeypatch)
+    await lua.load(lua.sale(stock=3))
+    results = await together(lua, *[(f"u{i}", 1, None) for i in range(5)])
+    assert counter.calls == [5]
+    assert [r.code for r in results] == [PurchaseCode.WON] * 3 + [PurchaseCode.SOLD_OUT] * 2
+    assert [r.quantity for r in results[3:]] == [0, 0], "sold_out tells what remains"
+    assert (await lua.remaining(), await lua.holders()) == (0, {"u0": 1, "u1": 1, "u2": 1})
+    assert await lua.redis.zcard(lua.keys.outbox) == 3
+    assert sorted(await lua.redis.hkeys(lua.keys.orders)) == sorted(
+        r.order_id for r in results[:3])
+
+
+async def test_a_later_attempt_sees_what_an_earlier_one_of_the_call_did(lua: Lua) -> None:
+    await lua.load(lua.sale(stock=10, per_user_limit=2))
+    results = await together(lua, ("alice", 1, None), ("alice", 1, None), ("alice", 1, None),
+                             ("bob", 1, "k"), ("bob", 1, "k"), ("bob", 2, "k"),
+                             ("carol", 2, None), ("carol", 1, None))
+    assert [r.code for r in results] == [
+        PurchaseCode.WON, PurchaseCode.WON, PurchaseCode.LIMIT_REACHED,
+        PurchaseCode.WON, PurchaseCode.REPLAY, PurchaseCode.IDEMPOTENCY_CONFLICT,
+        PurchaseCode.WON, PurchaseCode.LIMIT_REACHED]
+    assert results[4].order_id == results[5].order_id == results[3].order_id
+    assert (results[4].quantity, results[5].quantity) == (1, 1)
+    assert await lua.holders() == {"alice": 2, "bob": 1, "carol": 2}
+    assert await lua.remaining() == 5
+    assert await lua.redis.hgetall(lua.keys.idem) == {
+        idempotency_field("bob", "k"): f"{results[3].order_id}:1"}
+
+
+async def test_a_rate_limit_counts_the_attempts_of_the_same_call(lua: Lua) -> None:
+    await lua.load(lua.sale(stock=10, per_user_limit=5, user_rate_per_s=1, user_burst=2))
+    results = await together(lua, *[("alice", 1, None)] * 4, ("bob", 1, None))
+    assert [r.code for r in results] == [PurchaseCode.WON, PurchaseCode.WON,
+                                         PurchaseCode.RATE_LIMITED, PurchaseCode.RATE_LIMITED,
+                                         PurchaseCode.WON]
+    assert all(0 < r.quantity <= 1000 for r in results[2:4])
+    bucket = lua.keys.user_bucket("alice")
+    assert 0 < await lua.redis.pttl(bucket) <= 2000, "the bucket lives until it is full"
+
+
+async def test_a_purchase_token_buys_once_within_a_call(lua: Lua) -> None:
+    await lua.load(lua.sale(stock=10, per_user_limit=5, requires_token=True))
+    attempts = [Attempt(SALE_ID, user, 1, new_order_id(SALE_ID), token_nonce=nonce)
+                for user, nonce in (("alice", "n1"), ("alice", "n1"), ("bob", ""),
+                                    ("bob", "n2"))]
+    results = await asyncio.gather(*(lua.scripts.purchase(lua.keys, a) for a in attempts))
+    assert [r.code for r in results] == [PurchaseCode.WON, PurchaseCode.TOKEN_USED,
+                                         PurchaseCode.TOKEN_REQUIRED, PurchaseCode.WON]
+    assert await lua.redis.hgetall(lua.keys.used_tokens) == {
+        "n1": results[0].order_id, "n2": results[3].order_id}
+
+
+async def test_a_resent_call_answers_the_same_wins(lua: Lua) -> None:
+    """A whole call sent twice (its connection broke after Redis ran it): the same wins,
+    the stock taken once, the refusals decided again."""
+    await lua.load(lua.sale(stock=2))
+    attempts = [Attempt(SALE_ID, f"u{i}", 1, new_order_id(SALE_ID)) for i in range(3)]
+    first = await asyncio.gather(*(lua.scripts.purchase(lua.keys, a) for a in attempts))
+    again = await asyncio.gather(*(lua.scripts.purchase(lua.keys, a) for a in attempts))
+    assert [r.code for r in first] == [PurchaseCode.WON, PurchaseCode.WON,
+                                       PurchaseCode.SOLD_OUT]
+    assert [(r.code, r.order_id, r.order_json) for r in again[:2]] == \
+        [(r.code, r.order_id, r.order_json) for r in first[:2]]
+    assert again[2].code is PurchaseCode.SOLD_OUT
+    assert (await lua.remaining(), await lua.redis.zcard(lua.keys.outbox)) == (0, 2)
+
+
+async def test_a_failed_call_fails_each_of_its_attempts(lua: Lua) -> None:
+    await lua.load()
+    await lua.redis.set(lua.keys.holders, "not a hash")  # every HMGET on it now fails
+    results = await asyncio.gather(*(lua.buy(f"u{i}") for i in range(3)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, ResponseError) for r in results)
+    await lua.redis.delete(lua.keys.holders)
+    assert (await lua.buy("after")).code is PurchaseCode.WON
+    assert await lua.remaining() == 4
+
+
+async def test_a_big_moment_is_split_into_calls(lua: Lua,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = CallCounter(lua.runner, monkeypatch)
+    await lua.load(lua.sale(stock=1000, per_user_limit=1))
+    count = scripts_module.MAX_ATTEMPTS * 2 + 7
+    results = await together(lua, *[(f"u{i}", 1, None) for i in range(count)])
+    assert counter.calls == [scripts_module.MAX_ATTEMPTS, scripts_module.MAX_ATTEMPTS, 7]
+    assert all(r.code is PurchaseCode.WON for r in results)
+    assert await lua.remaining() == 1000 - count
+    assert len({r.order_id for r in results}) == count
+
+
+async def test_order_json_escapes_what_it_must(lua: Lua) -> None:
+    await lua.load()
+    user, key = 'q"u\\o/te\u00e9\u4e2d', 'k"\\/\t\u00e9'
+    won = await lua.buy(user, 1, key)
+    order = json.loads(won.order_json)
+    assert (order["user_id"], order["idempotency_key"]) == (user, key)
+    assert order["amount_cents"] == 250 and isinstance(order["created_ms"], int)
