@@ -338,6 +338,20 @@ class Snapshot:
     released: set[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A sale's Redis totals read at one instant; the holders only counted."""
+
+    now_ms: int
+    exists: bool
+    stock: int
+    remaining: int
+    holders: int
+    outbox: set[str]
+    pending: list[str]
+    released: list[bool]  # one per order_id asked about
+
+
 def _bulk(value: str | bytes) -> bytes:
     data = value.encode() if isinstance(value, str) else value
     return b"$%d\r\n%b\r\n" % (len(data), data)
@@ -446,6 +460,7 @@ class Scripts:
         self._release = Script.load("release")
         self._load_sale = Script.load("load_sale")
         self._snapshot = Script.load("snapshot")
+        self._tally = Script.load("tally")
         self._remaining = Script.load("remaining")
         self._adjust = Script.load("adjust_holdings", idempotent=False)
         self._purchase_commands: dict[str, PurchaseCommand] = {}  # by the sale's state key
@@ -522,6 +537,13 @@ class Scripts:
             holders={flat_h[i]: int(flat_h[i + 1]) for i in range(0, len(flat_h), 2)},
             outbox={flat_o[i]: int(float(flat_o[i + 1])) for i in range(0, len(flat_o), 2)},
             pending=list(raw[6]), released=set(raw[7]))
+
+    async def tally(self, keys: SaleKeys, closed: list[str]) -> Tally:
+        raw = await self._run(self._tally, [keys.state, keys.holders, keys.outbox,
+                                            keys.orders, keys.released], list(closed))
+        return Tally(now_ms=int(raw[0]), exists=bool(raw[1]), stock=int(raw[2]),
+                     remaining=int(raw[3]), holders=int(raw[4]), outbox=set(raw[5]),
+                     pending=list(raw[6]), released=[bool(f) for f in raw[7]])
 
     async def adjust_holdings(self, keys: SaleKeys, deltas: dict[str, int], *, sale_id: int,
                               channel: str) -> tuple[AdjustCode, int]:

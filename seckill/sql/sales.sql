@@ -62,6 +62,17 @@ WHERE id = $1;
 SELECT order_id, sale_id, user_id, quantity, status, idempotency_key, created_at, units_returned
 FROM orders WHERE sale_id = $1;
 
+-- name: sale_closed_orders
+SELECT order_id, quantity, units_returned
+FROM orders WHERE sale_id = $1 AND status IN ('cancelled', 'expired');
+
+-- name: sale_units_held_before
+SELECT coalesce(sum(quantity), 0)
+FROM orders WHERE sale_id = $1 AND created_at < $2 AND status IN ('pending', 'created', 'paid');
+
+-- name: stored_order_ids
+SELECT order_id FROM orders WHERE order_id = ANY($1::text[]);
+
 -- name: sale_units
 SELECT coalesce(sum(quantity) FILTER (WHERE status IN ('created', 'paid')), 0) AS persisted,
        coalesce(sum(quantity) FILTER (WHERE status = 'paid'), 0) AS paid,
