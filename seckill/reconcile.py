@@ -22,8 +22,8 @@ import json
 import logging
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from seckill.broker import queue_state
 from seckill.catalog import Q, Sale, get_sale
@@ -58,6 +58,7 @@ class Report:
     unreturned: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    glanced: bool = False  # passed `glance`: not inspected user by user
 
     @property
     def consistent(self) -> bool:
@@ -65,6 +66,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
+        del out["glanced"]  # the worker's concern; `seckill reconcile` always inspects
         out["consistent"] = self.consistent
         return out
 
@@ -138,43 +140,61 @@ async def inspect(ctx: WorkerContext, sale: Sale) -> tuple[Report, dict[str, Any
     return report, {"pending": pending, "rows": rows}
 
 
+def _at(ms: int) -> datetime:
+    """A millisecond as a timestamp, exactly (no float on the way)."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 async def glance(ctx: WorkerContext, sale: Sale) -> Report | None:
     """The cheap check of a big sale: the whole of it, never user by user.
 
-    Redis' units held (stock - remaining) against what PostgreSQL and the pending records
-    say is held, and the lost and unreturned orders `inspect` looks for. A report when all
-    agree; None when the sale needs `inspect` (small, missing, or any doubt: a purchase,
-    cancel or payment between the reads only ever causes doubt, never a repair, since
-    repairs come from `inspect`'s one-instant snapshot alone). `inspect` reads every holder
-    in one script, which keeps Redis from purchases for ~120 ms on 200,000 holders, and
-    every order row into this process: a pass every 30 s may not cost a live sale that.
+    `inspect` reads every holder in one script, which keeps Redis from purchases for
+    ~120 ms on 200,000 holders, and every order row into this process: a pass every 30 s
+    may not cost a live sale that. The glance compares Redis' units held (stock -
+    remaining, at the tally's instant) with the units of the orders won before that
+    instant (PostgreSQL's, read in one statement, plus the pending records it does not
+    have), and looks for lost and unreturned orders as `inspect` does. A report when all
+    agree; None when the sale needs `inspect`: small, missing, or any doubt. The reads are
+    not one instant, so whatever could have been counted on one side only is doubt: an
+    order won within the tally's millisecond, a closed order whose units are not back, and
+    any give-back, repair or change of stock after the tally (each moves `restocks` or
+    `stock`). Repairs come from `inspect`'s one-instant snapshot alone.
+
+    What it cannot see: holdings that are wrong user by user while the total is right
+    (the holders hash is only counted). `workers.reconcile` inspects a big sale in full
+    every FULL_EVERY_S whatever its glance says.
     """
     keys = ctx.keys.sale(sale.id)
-    closed = await ctx.db.fetch(Q["sale_closed_orders"], sale.id)
-    tally = await ctx.scripts.tally(keys, [r["order_id"] for r in closed])
+    tally = await ctx.scripts.tally(keys)
     if (not tally.exists or tally.holders <= GLANCE_ABOVE_HOLDERS or tally.remaining < 0
-            or any(not r["units_returned"] for r in closed)):
+            or tally.stock != sale.stock):
         return None
     pending = [json.loads(raw) for raw in tally.pending]
-    stored = {r["order_id"] for r in await ctx.db.fetch(
-        Q["stored_order_ids"], [p["order_id"] for p in pending])}
+    orders = await ctx.db.fetchrow(Q["sale_glance"], sale.id, _at(tally.now_ms),
+                                   _at(tally.now_ms + 1), [p["order_id"] for p in pending])
+    if orders is None or orders["unreturned"] or orders["at_cutoff"]:
+        return None
+    stored = set(orders["stored"])
     unstored = [p for p in pending if p["order_id"] not in stored]
     queued = await queue_ready(ctx)
     if queued == 0 and any(p["order_id"] not in tally.outbox
                            and tally.now_ms - int(p["created_ms"]) > ORPHAN_AGE_MS
                            for p in unstored):
         return None
-    before = datetime.fromtimestamp((tally.now_ms + 1) / 1000, UTC)
-    expected = (int(await ctx.db.fetchval(Q["sale_units_held_before"], sale.id, before))
-                + sum(r["quantity"] for r, back in zip(closed, tally.released, strict=True)
-                      if not back)
-                + sum(int(p["quantity"]) for p in unstored))
+    stock, restocks = cast(list[str | None],
+                           await ctx.redis.hmget(keys.state, ["stock", "restocks"]))
+    if (int(stock or -1), int(restocks or 0)) != (tally.stock, tally.restocks):
+        return None
     held = sale.stock - tally.remaining
-    if tally.stock != sale.stock or expected != held:
+    expected = int(orders["held"]) + sum(int(p["quantity"]) for p in unstored)
+    if expected != held:
         return None
     return Report(str(sale.id), stock=sale.stock, remaining=tally.remaining,
                   held_in_redis=held, held_expected=expected, pending_in_redis=len(pending),
-                  outbox=len(tally.outbox), queue_ready=queued)
+                  outbox=len(tally.outbox), queue_ready=queued, glanced=True)
 
 
 async def reconcile(ctx: WorkerContext, sale_id: int, *, repair: bool,

@@ -346,10 +346,10 @@ class Tally:
     exists: bool
     stock: int
     remaining: int
+    restocks: int
     holders: int
     outbox: set[str]
     pending: list[str]
-    released: list[bool]  # one per order_id asked about
 
 
 def _bulk(value: str | bytes) -> bytes:
@@ -538,12 +538,12 @@ class Scripts:
             outbox={flat_o[i]: int(float(flat_o[i + 1])) for i in range(0, len(flat_o), 2)},
             pending=list(raw[6]), released=set(raw[7]))
 
-    async def tally(self, keys: SaleKeys, closed: list[str]) -> Tally:
+    async def tally(self, keys: SaleKeys) -> Tally:
         raw = await self._run(self._tally, [keys.state, keys.holders, keys.outbox,
-                                            keys.orders, keys.released], list(closed))
+                                            keys.orders], [])
         return Tally(now_ms=int(raw[0]), exists=bool(raw[1]), stock=int(raw[2]),
-                     remaining=int(raw[3]), holders=int(raw[4]), outbox=set(raw[5]),
-                     pending=list(raw[6]), released=[bool(f) for f in raw[7]])
+                     remaining=int(raw[3]), restocks=int(raw[4]), holders=int(raw[5]),
+                     outbox=set(raw[6]), pending=list(raw[7]))
 
     async def adjust_holdings(self, keys: SaleKeys, deltas: dict[str, int], *, sale_id: int,
                               channel: str) -> tuple[AdjustCode, int]:

@@ -62,16 +62,18 @@ WHERE id = $1;
 SELECT order_id, sale_id, user_id, quantity, status, idempotency_key, created_at, units_returned
 FROM orders WHERE sale_id = $1;
 
--- name: sale_closed_orders
-SELECT order_id, quantity, units_returned
-FROM orders WHERE sale_id = $1 AND status IN ('cancelled', 'expired');
-
--- name: sale_units_held_before
-SELECT coalesce(sum(quantity), 0)
-FROM orders WHERE sale_id = $1 AND created_at < $2 AND status IN ('pending', 'created', 'paid');
-
--- name: stored_order_ids
-SELECT order_id FROM orders WHERE order_id = ANY($1::text[]);
+-- name: sale_glance
+-- One snapshot of a sale's orders for reconcile's glance: units held by orders won before
+-- $2 (the start of the tally's millisecond), orders won within that millisecond (before or
+-- after the tally: doubt), closed orders whose units are not back yet, and which of the
+-- pending order ids $4 are stored.
+SELECT coalesce(sum(quantity) FILTER (WHERE created_at < $2 AND status IN ('created', 'paid')),
+                0) AS held,
+       count(*) FILTER (WHERE created_at >= $2 AND created_at < $3) AS at_cutoff,
+       count(*) FILTER (WHERE status IN ('cancelled', 'expired') AND NOT units_returned)
+           AS unreturned,
+       coalesce(array_agg(order_id) FILTER (WHERE order_id = ANY($4::text[])), '{}') AS stored
+FROM orders WHERE sale_id = $1;
 
 -- name: sale_units
 SELECT coalesce(sum(quantity) FILTER (WHERE status IN ('created', 'paid')), 0) AS persisted,
