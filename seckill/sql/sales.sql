@@ -63,15 +63,11 @@ SELECT order_id, sale_id, user_id, quantity, status, idempotency_key, created_at
 FROM orders WHERE sale_id = $1;
 
 -- name: sale_glance
--- One snapshot of a sale's orders for reconcile's glance: units held by orders won before
--- $2 (the start of the tally's millisecond), orders won within that millisecond (before or
--- after the tally: doubt), closed orders whose units are not back yet, and which of the
--- pending order ids $4 are stored.
 SELECT coalesce(sum(quantity) FILTER (WHERE created_at < $2 AND status IN ('created', 'paid')),
                 0) AS held,
        count(*) FILTER (WHERE created_at >= $2 AND created_at < $3) AS at_cutoff,
        count(*) FILTER (WHERE status IN ('cancelled', 'expired') AND NOT units_returned)
-           AS unreturned,
+           AS unreturned,  -- $2..$3: the tally's millisecond; $4: the pending order ids
        coalesce(array_agg(order_id) FILTER (WHERE order_id = ANY($4::text[])), '{}') AS stored
 FROM orders WHERE sale_id = $1;
 
