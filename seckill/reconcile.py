@@ -161,13 +161,18 @@ async def glance(ctx: WorkerContext, sale: Sale) -> Report | None:
     not one instant, so whatever could have been counted on one side only is doubt: an
     order won within the tally's millisecond, a closed order whose units are not back, and
     any give-back, repair or change of stock after the tally (each moves `restocks` or
-    `stock`). Repairs come from `inspect`'s one-instant snapshot alone.
+    `stock`). An order of the tally's millisecond counts when the tally saw it pending (it
+    was won before); stored and not seen, it may be either. Repairs come from `inspect`'s
+    one-instant snapshot alone.
 
     What it cannot see: holdings that are wrong user by user while the total is right
     (the holders hash is only counted). `workers.reconcile` inspects a big sale in full
     every FULL_EVERY_S whatever its glance says.
     """
     keys = ctx.keys.sale(sale.id)
+    # Asked first, to keep the reads after the tally close together: a win confirmed
+    # meanwhile only makes a lost order look lost, which is doubt.
+    queued = await queue_ready(ctx)
     tally = await ctx.scripts.tally(keys)
     if (not tally.exists or tally.holders <= GLANCE_ABOVE_HOLDERS or tally.remaining < 0
             or tally.stock != sale.stock):
@@ -179,7 +184,6 @@ async def glance(ctx: WorkerContext, sale: Sale) -> Report | None:
         return None
     stored = set(orders["stored"])
     unstored = [p for p in pending if p["order_id"] not in stored]
-    queued = await queue_ready(ctx)
     if queued == 0 and any(p["order_id"] not in tally.outbox
                            and tally.now_ms - int(p["created_ms"]) > ORPHAN_AGE_MS
                            for p in unstored):

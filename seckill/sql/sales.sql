@@ -63,11 +63,14 @@ SELECT order_id, sale_id, user_id, quantity, status, idempotency_key, created_at
 FROM orders WHERE sale_id = $1;
 
 -- name: sale_glance
-SELECT coalesce(sum(quantity) FILTER (WHERE created_at < $2 AND status IN ('created', 'paid')),
-                0) AS held,
-       count(*) FILTER (WHERE created_at >= $2 AND created_at < $3) AS at_cutoff,
+SELECT coalesce(sum(quantity) FILTER (
+           WHERE status IN ('created', 'paid')
+             AND (created_at < $2 OR (created_at < $3 AND order_id = ANY($4::text[])))),
+           0) AS held,  -- $2..$3: the tally's millisecond; $4: the tally's pending order ids
+       count(*) FILTER (WHERE created_at >= $2 AND created_at < $3
+                          AND NOT order_id = ANY($4::text[])) AS at_cutoff,
        count(*) FILTER (WHERE status IN ('cancelled', 'expired') AND NOT units_returned)
-           AS unreturned,  -- $2..$3: the tally's millisecond; $4: the pending order ids
+           AS unreturned,
        coalesce(array_agg(order_id) FILTER (WHERE order_id = ANY($4::text[])), '{}') AS stored
 FROM orders WHERE sale_id = $1;
 

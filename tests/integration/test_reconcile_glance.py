@@ -200,3 +200,25 @@ async def test_an_order_of_the_tallys_millisecond_cannot_hide_a_lost_unit(
     async with _glancing(settings, sale) as (ctx, found):
         _after_the_tally(monkeypatch, ctx, same_millisecond)
         assert await glance(ctx, found) is None
+
+
+async def test_a_pending_win_of_the_tallys_millisecond_stored_meanwhile_counts_once(
+        api: Api, settings: Settings, redis: Redis, db: asyncpg.Pool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tally saw the win pending, so it was won before the tally: stored in the same
+    millisecond right after, it counts (once), and is no doubt."""
+    sale, _ = await _sale_with_buyers(api, 3)
+    user = unique("inflight")
+    order_id = await make_pending(redis, settings, sale["id"], user)
+
+    async def stored_meanwhile(tally: Tally) -> None:
+        await db.execute(
+            "INSERT INTO orders (order_id, sale_id, user_id, quantity, amount_cents,"
+            " created_at, pay_by) VALUES ($1, $2, $3, 1, 100, $4, $5)",
+            order_id, int(sale["id"]), user, _at(tally.now_ms), _at(tally.now_ms + 3_600_000))
+
+    async with _glancing(settings, sale) as (ctx, found):
+        _after_the_tally(monkeypatch, ctx, stored_meanwhile)
+        report = await glance(ctx, found)
+    assert report is not None, "a win the tally saw pending was taken for doubt"
+    assert (report.held_in_redis, report.held_expected) == (4, 4)
