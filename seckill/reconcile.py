@@ -23,7 +23,7 @@ import logging
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from seckill.broker import queue_state
 from seckill.catalog import Q, Sale, get_sale
@@ -59,6 +59,7 @@ class Report:
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     glanced: bool = False  # passed `glance`: not inspected user by user
+    inspected: bool = False  # made by `inspect`: every holder and order compared
 
     @property
     def consistent(self) -> bool:
@@ -66,7 +67,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        del out["glanced"]  # the worker's concern; `seckill reconcile` always inspects
+        del out["glanced"], out["inspected"]  # the worker's concern
         out["consistent"] = self.consistent
         return out
 
@@ -78,7 +79,7 @@ async def queue_ready(ctx: WorkerContext) -> int | None:
 
 async def inspect(ctx: WorkerContext, sale: Sale) -> tuple[Report, dict[str, Any]]:
     keys = ctx.keys.sale(sale.id)
-    report = Report(str(sale.id), stock=sale.stock)
+    report = Report(str(sale.id), stock=sale.stock, inspected=True)
     snap = await ctx.scripts.snapshot(keys)
     rows = await ctx.db.fetch(Q["sale_orders"], sale.id)
     report.queue_ready = await queue_ready(ctx)
@@ -159,10 +160,9 @@ async def glance(ctx: WorkerContext, sale: Sale) -> Report | None:
     have), and looks for lost and unreturned orders as `inspect` does. A report when all
     agree; None when the sale needs `inspect`: small, missing, or any doubt. The reads are
     not one instant, so whatever could have been counted on one side only is doubt: an
-    order won within the tally's millisecond, a closed order whose units are not back, and
-    any give-back, repair or change of stock after the tally (each moves `restocks` or
-    `stock`). An order of the tally's millisecond counts when the tally saw it pending (it
-    was won before); stored and not seen, it may be either. Repairs come from `inspect`'s
+    order of the tally's millisecond the tally did not see pending (one it saw was won
+    before it and counts), a closed order whose units are not back, and any give-back or
+    repair after the tally (each moves `restocks`). Repairs come from `inspect`'s
     one-instant snapshot alone.
 
     What it cannot see: holdings that are wrong user by user while the total is right
@@ -188,9 +188,7 @@ async def glance(ctx: WorkerContext, sale: Sale) -> Report | None:
                            and tally.now_ms - int(p["created_ms"]) > ORPHAN_AGE_MS
                            for p in unstored):
         return None
-    stock, restocks = cast(list[str | None],
-                           await ctx.redis.hmget(keys.state, ["stock", "restocks"]))
-    if (int(stock or -1), int(restocks or 0)) != (tally.stock, tally.restocks):
+    if int(await ctx.redis.hget(keys.state, "restocks") or 0) != tally.restocks:
         return None
     held = sale.stock - tally.remaining
     expected = int(orders["held"]) + sum(int(p["quantity"]) for p in unstored)

@@ -60,7 +60,7 @@ async def reconcile_all(ctx: WorkerContext, stop: asyncio.Event | None = None,
         await _expire_keys(ctx, row["id"], row["ends_at"])
         glance = checks is not None and checks.may_glance(row["id"], loop.time())
         report = await reconcile(ctx, row["id"], repair=True, glance_first=glance)
-        if checks is not None and not report.glanced:
+        if checks is not None and report.inspected:
             checks.inspected(row["id"], loop.time())
         if report.repaired:
             repaired += 1

@@ -71,7 +71,8 @@ SELECT coalesce(sum(quantity) FILTER (
                           AND NOT order_id = ANY($4::text[])) AS at_cutoff,
        count(*) FILTER (WHERE status IN ('cancelled', 'expired') AND NOT units_returned)
            AS unreturned,
-       coalesce(array_agg(order_id) FILTER (WHERE order_id = ANY($4::text[])), '{}') AS stored
+       coalesce((SELECT array_agg(s.order_id) FROM orders s WHERE s.order_id = ANY($4::text[])),
+                '{}') AS stored  -- by the primary key, in the same snapshot
 FROM orders WHERE sale_id = $1;
 
 -- name: sale_units

@@ -20,6 +20,7 @@ from seckill.reconcile import _at, glance, queue_ready, reconcile
 from seckill.scripts import Tally
 from seckill.settings import Settings
 from tests.support import Api, make_pending, unique, wait_until
+from workers.reconcile import FullChecks, reconcile_all
 
 
 @pytest.fixture(autouse=True)
@@ -222,3 +223,29 @@ async def test_a_pending_win_of_the_tallys_millisecond_stored_meanwhile_counts_o
         report = await glance(ctx, found)
     assert report is not None, "a win the tally saw pending was taken for doubt"
     assert (report.held_in_redis, report.held_expected) == (4, 4)
+
+
+class RecordedChecks(FullChecks):
+    def __init__(self) -> None:
+        super().__init__(every_s=600)
+        self.inspected_sales: list[int] = []
+
+    def inspected(self, sale_id: int, now: float) -> None:
+        self.inspected_sales.append(sale_id)
+        super().inspected(sale_id, now)
+
+
+async def test_the_worker_glances_at_big_sales_and_inspects_the_others(
+        api: Api, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    big, _ = await _sale_with_buyers(api, 3)
+    small, _ = await _sale_with_buyers(api, 1)
+    checks = RecordedChecks()
+    async with open_context(settings) as ctx:
+        await reconcile_all(ctx, checks=checks)
+        assert int(small["id"]) in checks.inspected_sales
+        assert int(big["id"]) not in checks.inspected_sales  # its full one is 600 s away
+
+        # Once due, the big sale is inspected in full although its glance would pass.
+        monkeypatch.setattr(checks, "may_glance", lambda sale_id, now: False)
+        await reconcile_all(ctx, checks=checks)
+    assert int(big["id"]) in checks.inspected_sales
