@@ -14,7 +14,7 @@ from seckill.broker import ConfirmedPublisher, Topology
 from seckill.connections import open_amqp, open_db, open_redis
 from seckill.keys import KeySpace
 from seckill.orders import Orders
-from seckill.scripts import ScriptRunner, Scripts
+from seckill.scripts import ScriptRunner, Scripts, resend_window
 from seckill.settings import Settings
 
 
@@ -36,7 +36,7 @@ async def open_context(settings: Settings) -> AsyncIterator[WorkerContext]:
     async with (open_redis(settings) as redis, open_db(settings) as db,
                 open_amqp(settings) as amqp):
         keys = KeySpace(settings.redis_prefix)
-        runner = ScriptRunner(redis)
+        runner = ScriptRunner(redis, resend_within_s=resend_window(settings.outbox_grace_ms))
         scripts = Scripts(runner)
         topology = Topology(settings.amqp_prefix, settings.delivery_limit)
         publisher = ConfirmedPublisher(amqp, topology, settings.publish_timeout_s)

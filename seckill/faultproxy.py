@@ -19,6 +19,7 @@ class Mode(enum.Enum):
     PASS = "pass"            # forward everything
     BLACKHOLE = "blackhole"  # accept and hold connections, forward nothing (a silent network)
     REFUSE = "refuse"        # reset new connections and every open one (the service is down)
+    MUTE = "mute"            # forward requests, drop every reply (a peer gone silent mid-call)
 
 
 @dataclass
@@ -116,19 +117,23 @@ class FaultProxy:
         link = (writer, up_writer)
         self._links.add(link)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, up_writer),
+                                 self._pipe(up_reader, writer, replies=True))
         finally:
             self._links.discard(link)
             for w in link:
                 with contextlib.suppress(Exception):
                     w.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                    replies: bool = False) -> None:
         try:
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
+                if replies and self.mode is Mode.MUTE:
+                    continue  # lost on the way back: that connection never hears again
                 if self.mode is Mode.BLACKHOLE:
                     await self._open.wait()  # traffic stalls while black-holed
                 if self.latency_s:

@@ -67,13 +67,29 @@ _Call = tuple[Script | None, bytes, "asyncio.Future[Any] | Deferred"]
 _Pending = tuple[Script | None, "bytes | Deferred", "asyncio.Future[Any] | Deferred"]
 
 
+# How soon after its send a batch must fail for its idempotent calls to be sent again. A
+# call that may have run in Redis is known to be done only while its traces are there: a
+# purchase's pending record, which goes once its win is stored, and the relay stores a win
+# whose answer never came after the outbox's grace period (3 s by default). A resend after
+# that could decide the same attempt twice: a second unit taken, or a winner told
+# limit_reached. Later failures are failures (503); a Redis restart fails at once.
+RESEND_WITHIN_S = 1.0
+
+
+def resend_window(outbox_grace_ms: int) -> float:
+    """RESEND_WITHIN_S, or half the outbox's grace period where that is shorter."""
+    return min(RESEND_WITHIN_S, outbox_grace_ms / 2000)
+
+
 class ScriptRunner:
     """Runs scripts (and plain commands), batching the calls of one loop tick into one
     pipeline."""
 
-    def __init__(self, redis: Redis, max_batch: int = 512) -> None:
+    def __init__(self, redis: Redis, max_batch: int = 512, *,
+                 resend_within_s: float = RESEND_WITHIN_S) -> None:
         self._redis = redis
         self._max_batch = max_batch
+        self._resend_within = resend_within_s
         self._pending: list[_Pending] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -119,15 +135,19 @@ class ScriptRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[_Call]) -> None:
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
         try:
             try:
                 retry = await self._execute(batch)
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 # A pooled connection died (Redis restarted, say). Send the idempotent calls
-                # once more on a fresh connection; fail the others.
+                # once more on a fresh connection, if it died soon enough (RESEND_WITHIN_S);
+                # fail the others.
+                late = loop.time() - sent > self._resend_within
                 retry = []
                 for script, _, fut in batch:
-                    if not fut.done() and script is not None and not script.idempotent:
+                    if not fut.done() and script is not None and (late or not script.idempotent):
                         _settle(fut, exc=exc)
                 again = [call for call in batch if not call[2].done()]
                 if again:

@@ -38,7 +38,7 @@ from seckill.outbox import OutboxPump
 from seckill.purchase import Purchases
 from seckill.purchase_tokens import PurchaseTokens
 from seckill.sale_state import SaleState
-from seckill.scripts import RateDefaults, Script, ScriptRunner, Scripts
+from seckill.scripts import RateDefaults, Script, ScriptRunner, Scripts, resend_window
 from seckill.settings import Settings
 from seckill.soldout import SoldOutBoard
 from seckill.waiting_room import WaitingRoom
@@ -70,7 +70,7 @@ async def _amqp_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _core_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, redis, db = app[SETTINGS], app[REDIS], app[DB]
     keys = KeySpace(settings.redis_prefix)
-    runner = ScriptRunner(redis)
+    runner = ScriptRunner(redis, resend_within_s=resend_window(settings.outbox_grace_ms))
     scripts = Scripts(runner)
     cache = SaleCache(db)
     topology = Topology(settings.amqp_prefix, settings.delivery_limit)

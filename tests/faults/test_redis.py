@@ -207,3 +207,43 @@ async def test_redis_loses_one_sales_keys_while_postgres_stalls(
         f"winners bought a second unit after the rebuild: {codes(again)}"
     figures.check()
     assert figures.wins == figures.persisted == 300
+
+
+async def test_a_purchase_whose_answer_never_came_is_not_decided_twice(
+        cluster: Cluster, fault_db: asyncpg.Pool) -> None:
+    """Redis ran the purchase and its answer was lost on the way back. While the front door
+    waited for it (5 s), the relay published the win from the outbox and the order worker
+    stored it, dropping its pending record: the trace by which the script knows an attempt
+    it has already decided. Sending the call again then would decide it a second time (a
+    second unit for the same order); so a call that failed that late is not sent again,
+    and the shopper hears 503, with the one order they won."""
+    s = cluster.settings
+    grace = {"SECKILL_OUTBOX_GRACE_MS": "200"}
+    proxy = await cluster.proxy(s.redis_url, 6379)
+    await cluster.worker("orders", "relay", env=grace)
+    door = await cluster.serve(env={**grace,
+                                    "SECKILL_REDIS_URL": with_port(s.redis_url, proxy.port)})
+    api = await cluster.api(door)
+    sale = await api.create_sale(stock=5, per_user_limit=2)
+    sale_id = sale["id"]
+    assert (await buy(api, sale_id, "warm-up")).status == 202  # script loaded, pool open
+
+    proxy.set_mode(Mode.MUTE)
+    answer = asyncio.create_task(buy(api, sale_id, "alice"))
+
+    async def stored() -> bool:
+        return bool(await fault_db.fetchval(
+            "SELECT count(*) FROM orders WHERE sale_id = $1 AND user_id = 'alice'",
+            int(sale_id)))
+
+    await wait_until(stored, timeout=30, what="alice's win relayed and stored")
+    proxy.set_mode(Mode.PASS)  # a call sent again from now on reaches Redis
+    attempt = await asyncio.wait_for(answer, 30)
+    assert (attempt.status, attempt.code) == (503, "overloaded"), attempt
+
+    keys = cluster.keys(sale_id)
+    redis = cluster.redis()
+    assert await redis.hget(keys.holders, "alice") == "1"
+    assert await redis.hget(keys.state, "remaining") == "3"  # warm-up's unit and alice's
+    rows = await fault_db.fetch("SELECT user_id FROM orders WHERE sale_id = $1", int(sale_id))
+    assert sorted(r["user_id"] for r in rows) == ["alice", "warm-up"]
