@@ -22,14 +22,13 @@ import json
 import logging
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from seckill.broker import queue_state
 from seckill.catalog import Q, Sale, get_sale
 from seckill.context import WorkerContext, open_context
 from seckill.sale_state import SaleState
-from seckill.schemas import parse_id, to_ms
+from seckill.schemas import from_ms, parse_id, to_ms
 from seckill.scripts import AdjustCode
 from seckill.settings import Settings
 
@@ -141,14 +140,6 @@ async def inspect(ctx: WorkerContext, sale: Sale) -> tuple[Report, dict[str, Any
     return report, {"pending": pending, "rows": rows}
 
 
-def _at(ms: int) -> datetime:
-    """A millisecond as a timestamp, exactly (no float on the way)."""
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 async def glance(ctx: WorkerContext, sale: Sale) -> Report | None:
     """The cheap check of a big sale: the whole of it, never user by user.
 
@@ -178,8 +169,9 @@ async def glance(ctx: WorkerContext, sale: Sale) -> Report | None:
             or tally.stock != sale.stock):
         return None
     pending = [json.loads(raw) for raw in tally.pending]
-    orders = await ctx.db.fetchrow(Q["sale_glance"], sale.id, _at(tally.now_ms),
-                                   _at(tally.now_ms + 1), [p["order_id"] for p in pending])
+    # The tally's millisecond as the order worker stores a win's time (`from_ms`).
+    orders = await ctx.db.fetchrow(Q["sale_glance"], sale.id, from_ms(tally.now_ms),
+                                   from_ms(tally.now_ms + 1), [p["order_id"] for p in pending])
     if orders is None or orders["unreturned"] or orders["at_cutoff"]:
         return None
     stored = set(orders["stored"])

@@ -16,7 +16,8 @@ from seckill import reconcile as reconcile_module
 from seckill.catalog import Sale, get_sale
 from seckill.context import WorkerContext, open_context
 from seckill.keys import KeySpace, SaleKeys
-from seckill.reconcile import _at, glance, queue_ready, reconcile
+from seckill.reconcile import Report, glance, queue_ready, reconcile
+from seckill.schemas import from_ms
 from seckill.scripts import Tally
 from seckill.settings import Settings
 from tests.support import Api, make_pending, unique, wait_until
@@ -55,17 +56,21 @@ def _keys(settings: Settings, sale: dict[str, Any]) -> SaleKeys:
     return KeySpace(settings.redis_prefix).sale(int(sale["id"]))
 
 
-def _after_the_tally(monkeypatch: pytest.MonkeyPatch, ctx: WorkerContext,
-                     meanwhile: Callable[[Tally], Awaitable[None]]) -> None:
-    """Something happens between the glance's Redis tally and its PostgreSQL reads."""
-    tally = ctx.scripts.tally
+async def _glance_with(monkeypatch: pytest.MonkeyPatch, settings: Settings,
+                       sale: dict[str, Any], meanwhile: Callable[[Tally], Awaitable[None]]
+                       ) -> Report | None:
+    """The glance, with something happening between its Redis tally and its PostgreSQL
+    reads."""
+    async with _glancing(settings, sale) as (ctx, found):
+        tally = ctx.scripts.tally
 
-    async def tally_then(keys: SaleKeys) -> Tally:
-        seen = await tally(keys)
-        await meanwhile(seen)
-        return seen
+        async def tally_then(keys: SaleKeys) -> Tally:
+            seen = await tally(keys)
+            await meanwhile(seen)
+            return seen
 
-    monkeypatch.setattr(ctx.scripts, "tally", tally_then)
+        monkeypatch.setattr(ctx.scripts, "tally", tally_then)
+        return await glance(ctx, found)
 
 
 async def _lose_a_unit(redis: Redis, keys: SaleKeys, user: str) -> None:
@@ -180,9 +185,7 @@ async def test_a_cancel_between_the_reads_cannot_hide_a_lost_unit(
             "POST", f"/api/v1/orders/{orders[2]['order_id']}/cancel", user=orders[2]["user"])
         assert status == 200
 
-    async with _glancing(settings, sale) as (ctx, found):
-        _after_the_tally(monkeypatch, ctx, cancel)
-        assert await glance(ctx, found) is None
+    assert await _glance_with(monkeypatch, settings, sale, cancel) is None
 
 
 async def test_an_order_of_the_tallys_millisecond_cannot_hide_a_lost_unit(
@@ -196,11 +199,9 @@ async def test_an_order_of_the_tallys_millisecond_cannot_hide_a_lost_unit(
 
     async def same_millisecond(tally: Tally) -> None:
         await db.execute("UPDATE orders SET created_at = $2 WHERE order_id = $1",
-                         orders[3]["order_id"], _at(tally.now_ms))
+                         orders[3]["order_id"], from_ms(tally.now_ms))
 
-    async with _glancing(settings, sale) as (ctx, found):
-        _after_the_tally(monkeypatch, ctx, same_millisecond)
-        assert await glance(ctx, found) is None
+    assert await _glance_with(monkeypatch, settings, sale, same_millisecond) is None
 
 
 async def test_a_pending_win_of_the_tallys_millisecond_stored_meanwhile_counts_once(
@@ -216,11 +217,10 @@ async def test_a_pending_win_of_the_tallys_millisecond_stored_meanwhile_counts_o
         await db.execute(
             "INSERT INTO orders (order_id, sale_id, user_id, quantity, amount_cents,"
             " created_at, pay_by) VALUES ($1, $2, $3, 1, 100, $4, $5)",
-            order_id, int(sale["id"]), user, _at(tally.now_ms), _at(tally.now_ms + 3_600_000))
+            order_id, int(sale["id"]), user, from_ms(tally.now_ms),
+            from_ms(tally.now_ms + 3_600_000))
 
-    async with _glancing(settings, sale) as (ctx, found):
-        _after_the_tally(monkeypatch, ctx, stored_meanwhile)
-        report = await glance(ctx, found)
+    report = await _glance_with(monkeypatch, settings, sale, stored_meanwhile)
     assert report is not None, "a win the tally saw pending was taken for doubt"
     assert (report.held_in_redis, report.held_expected) == (4, 4)
 
